@@ -1,0 +1,7 @@
+"""Calyx: a Kubernetes operator for two-key canary deployments.
+
+Layers (DESIGN.md §10), dependencies pointing one way:
+``api`` ← ``domain`` ← ``adapters`` ← ``reconcile`` ← ``handlers`` / ``cli``.
+"""
+
+__version__ = "0.1.0"

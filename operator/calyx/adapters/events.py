@@ -1,0 +1,59 @@
+"""Kubernetes Events: the decision trail an SRE reads with ``kubectl events``.
+
+Events are written with the core/v1 API (what ``kubectl describe`` and ``kubectl events`` show),
+synchronously, so a caller knows the Event exists before it records the transition as done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+
+from calyx.adapters.kube import Kube
+
+log = logging.getLogger("calyx.events")
+COMPONENT = "calyx-operator"
+
+
+class EventRecorder:
+    """Posts Events about Calyx objects; failures are logged, never fatal (Events are lossy)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = obj.get("metadata", {})
+        ns = meta.get("namespace") or "default"
+        now = dt.datetime.now(dt.UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta.get("name"),
+                "namespace": ns,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now.isoformat().replace("+00:00", "Z"),
+            "lastTimestamp": now.isoformat().replace("+00:00", "Z"),
+            "count": 1,
+        }
+        log.info("event %s %s/%s %s: %s", type_, ns, meta.get("name"), reason, message)
+        try:
+            self.kube.core.create_namespaced_event(ns, body)
+        except ApiException as exc:  # an Event lost must not stop a rollback
+            log.warning("could not post event %s on %s/%s: %s", reason, ns, meta.get("name"), exc)

@@ -1,0 +1,84 @@
+"""Kopf wiring: every handler is a few lines that call into ``calyx.reconcile``.
+
+Run with ``kopf run --standalone -A -m calyx.handlers.operator`` (what the image does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import kopf
+
+from calyx.adapters.cm_watch import ConfigMapCache
+from calyx.adapters.events import EventRecorder
+from calyx.adapters.kube import GROUP, LEASES, VERSION, Kube, api_client
+from calyx.adapters.settings import Settings
+from calyx.adapters.trust_store import trust_store_from_configmap
+from calyx.domain.ledger import parse_ledger
+from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
+from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.sweeper import Sweeper
+
+log = logging.getLogger("calyx.operator")
+
+
+class Runtime:
+    """What the handlers share; built at startup from the cluster, nothing kept only here."""
+
+    lease: LeaseDeps
+    background: list[Any]
+
+
+RT = Runtime()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.peering.standalone = True
+    settings.persistence.finalizer = "calyx.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="calyx.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="calyx.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 120
+    settings.execution.max_workers = 32
+
+    cfg = Settings.from_env()
+    kube = Kube(api_client())
+    where = f"{cfg.namespace}/{cfg.trust_configmap}"
+    trust_cache = ConfigMapCache(kube, cfg.namespace, cfg.trust_configmap)
+    ledger_cache = ConfigMapCache(kube, cfg.namespace, cfg.ledger_configmap)
+    RT.lease = LeaseDeps(
+        kube=kube,
+        events=EventRecorder(kube),
+        trust=lambda: trust_store_from_configmap(trust_cache.get(), where),
+        ledger=lambda: parse_ledger((ledger_cache.get() or {}).get("data")),
+        clock=_utcnow,
+        locks=KeyedLocks(),
+    )
+    trust_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
+    ledger_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
+    sweeper = Sweeper("leases", cfg.lease_recheck_seconds, lambda: reconcile_all_leases(RT.lease))
+    RT.background = [trust_cache, ledger_cache, sweeper]
+    for part in RT.background:
+        part.start()
+    log.info("calyx operator started (namespace %s)", cfg.namespace)
+
+
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    for part in getattr(RT, "background", []):
+        part.stop()
+
+
+@kopf.on.event(GROUP, VERSION, LEASES)
+def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type != "DELETED":
+        reconcile_lease(RT.lease, dict(body))

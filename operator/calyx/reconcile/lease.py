@@ -1,0 +1,152 @@
+"""Lease reconciliation: observe the live Lease, trust store and ledger → verify → write status.
+
+Triggered by Lease watch events, by a short timer (so expiry shows within seconds, not at the
+next unrelated event) and by every trust-store change (so a revoked key turns a Verified lease
+Rejected without a restart). All three converge on the same idempotent function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from calyx.adapters.events import EventRecorder
+from calyx.adapters.kube import LEASES, Kube, is_not_found
+from calyx.api.lease import LeaseSpec
+from calyx.domain.lease_plan import (
+    LeasePlan,
+    plan_lease_status,
+    plan_unverifiable,
+    previously_accepted,
+    sig_fingerprint,
+)
+from calyx.domain.ledger import LedgerEntry
+from calyx.domain.signatures import COSIGN_PREFIX, SignatureFormatError, parse_cosign_annotation
+from calyx.domain.timefmt import format_time
+from calyx.domain.trust import TrustStore, TrustStoreError
+from calyx.domain.verification import verify_lease
+from calyx.reconcile.locks import KeyedLocks
+
+log = logging.getLogger("calyx.lease")
+
+
+@dataclass
+class LeaseDeps:
+    kube: Kube
+    events: EventRecorder
+    trust: Callable[[], TrustStore]  # raises TrustStoreError
+    ledger: Callable[[], Mapping[str, LedgerEntry]]
+    clock: Callable[[], dt.datetime]
+    locks: KeyedLocks
+
+
+def fingerprints(annotations: Mapping[str, str]) -> dict[str, str]:
+    """Signer id → fingerprint of its signature (of the raw value when unparseable)."""
+    out: dict[str, str] = {}
+    for key, value in annotations.items():
+        if not key.startswith(COSIGN_PREFIX):
+            continue
+        signer = key[len(COSIGN_PREFIX):]
+        try:
+            out[signer] = sig_fingerprint(parse_cosign_annotation(key, value).sig)
+        except SignatureFormatError:
+            out[signer] = sig_fingerprint(value)
+    return out
+
+
+def spec_problem(spec: Mapping[str, Any]) -> str | None:
+    """One line naming the first invalid field, or None."""
+    try:
+        LeaseSpec.model_validate(spec)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}"
+    return None
+
+
+def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
+    meta = body["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    spec = body.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    prev = body.get("status") or {}
+    generation = meta.get("generation")
+    now = deps.clock()
+    stamp = format_time(now)
+    problem = spec_problem(spec)
+    if problem:
+        return plan_unverifiable(
+            previous=prev, generation=generation, now=stamp, reason="InvalidSpec", message=problem
+        )
+    try:
+        trust = deps.trust()
+    except TrustStoreError as exc:
+        return plan_unverifiable(
+            previous=prev, generation=generation, now=stamp, reason="TrustStoreInvalid",
+            message=str(exc),
+        )
+    ledger = deps.ledger()
+    verdict = verify_lease(
+        namespace=ns,
+        name=name,
+        spec=spec,
+        annotations=annotations,
+        trust=trust,
+        now=now,
+        ledger=ledger,
+        previously_accepted=previously_accepted(prev),
+    )
+    holder = ledger.get(verdict.digest)
+    consumed_by = {"name": holder.rollout, "uid": holder.rollout_uid} if holder else None
+    return plan_lease_status(
+        verdict=verdict,
+        sig_fingerprints=fingerprints(annotations),
+        previous=prev,
+        generation=generation,
+        now=stamp,
+        consumed_by=consumed_by,
+    )
+
+
+def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
+    """Observe → plan → apply for one Lease; a no-op when the stored status is already right."""
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    ns, name = meta["namespace"], meta["name"]
+    with deps.locks.hold(f"lease/{ns}/{name}"):
+        result = plan(deps, body)
+        prev = body.get("status") or {}
+        if _same(prev, result.status):
+            return
+        patch = {k: None for k in prev if k not in result.status}  # merge patch: null deletes
+        patch.update({k: v for k, v in result.status.items() if v is not None})
+        try:
+            deps.kube.patch_custom_status(LEASES, ns, name, patch)
+        except Exception as exc:
+            if is_not_found(exc):
+                return
+            raise
+        for ev in result.events:
+            deps.events.emit(body, ev.type, ev.reason, ev.message)
+
+
+def reconcile_all_leases(deps: LeaseDeps) -> None:
+    """Re-verify every Lease from a fresh listing (after a trust-store or ledger change)."""
+    for body in deps.kube.list_custom(LEASES):
+        try:
+            reconcile_lease(deps, body)
+        except Exception:
+            log.exception("re-verifying lease %s/%s failed", body["metadata"].get("namespace"),
+                          body["metadata"].get("name"))
+
+
+def _same(prev: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    wanted = {k: v for k, v in new.items() if v is not None}
+    return dict(prev) == wanted

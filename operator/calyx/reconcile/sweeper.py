@@ -1,0 +1,37 @@
+"""A periodic sweep that re-runs a reconcile function over every object of a kind.
+
+Watch events say *something changed*; they never fire when only the clock moved. Expiry and
+signature age are clock facts, so a sweep bounds how stale any status can be. It runs in its
+own thread (not a Kopf timer) because Kopf timers put a finalizer on every object, and a Lease
+should carry nothing its signers did not write beyond status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("calyx.sweeper")
+
+
+class Sweeper:
+    def __init__(self, name: str, interval: float, tick: Callable[[], None]) -> None:
+        self.name = name
+        self.interval = interval
+        self.tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sweep-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("sweep %s failed; next one in %.1fs", self.name, self.interval)

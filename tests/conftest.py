@@ -1,0 +1,3 @@
+"""Shared pytest wiring: the local control-plane fixtures live in tests/cluster/plugin.py."""
+
+pytest_plugins = ["tests.cluster.plugin"]
