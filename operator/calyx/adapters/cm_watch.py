@@ -56,9 +56,7 @@ class ConfigMapCache:
                 log.exception("listener for ConfigMap %s/%s failed", self.namespace, self.name)
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name=f"watch-{self.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -87,6 +85,7 @@ class ConfigMapCache:
                     obj: Any = ev["object"]
                     self._set(None if ev["type"] == "DELETED" else self.kube._plain(obj))
             except Exception as exc:
-                log.warning("watch on ConfigMap %s/%s failed (%s); retrying", self.namespace,
-                            self.name, exc)
+                log.warning(
+                    "watch on ConfigMap %s/%s failed (%s); retrying", self.namespace, self.name, exc
+                )
                 time.sleep(1)

@@ -100,7 +100,12 @@ class Kube:
         return cast(
             Obj,
             self.custom.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, patch,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                patch,
                 _content_type="application/merge-patch+json",
             ),
         )
@@ -112,7 +117,12 @@ class Kube:
         return cast(
             Obj,
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": dict(status)},
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": dict(status)},
                 _content_type="application/merge-patch+json",
             ),
         )
@@ -138,4 +148,47 @@ class Kube:
             self.core.delete_namespaced_config_map(name, namespace)
         except ApiException as exc:
             if exc.status != 404:
+                raise
+
+    # --- Deployments (the only workload kind a Lease may target for now) ----------------------
+    def get_deployment(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._plain(self.apps.read_namespaced_deployment(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_deployment(self, namespace: str, body: Mapping[str, Any]) -> Obj | None:
+        """Create; an AlreadyExists (a repeat after a crash) is not an error."""
+        try:
+            return self._plain(self.apps.create_namespaced_deployment(namespace, body))
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def patch_deployment(self, namespace: str, name: str, patch: Any, content_type: str) -> Obj:
+        return self._plain(
+            self.apps.patch_namespaced_deployment(
+                name, namespace, patch, _content_type=content_type
+            )
+        )
+
+    def delete_deployment_now(self, namespace: str, name: str, pod_selector: str) -> None:
+        """Delete a Deployment and, right away, its pods: pods with a deletionTimestamp leave
+        the Service's endpoints at once, without waiting for the garbage collector's chain
+        Deployment → ReplicaSet → Pod."""
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        self.core.delete_collection_namespaced_pod(namespace, label_selector=pod_selector)
+
+    def create_configmap_if_absent(self, namespace: str, body: Mapping[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_config_map(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
                 raise

@@ -21,6 +21,8 @@ class Settings:
     # How often every Lease is re-verified even when nothing changed: bounds how late an
     # expiry or a clock-driven signature-age change shows up in `kubectl get`.
     lease_recheck_seconds: float = 2.0
+    # The Rollout timer: soak ends, approvals, readiness and analysis are checked this often.
+    rollout_tick_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -34,5 +36,8 @@ class Settings:
             prometheus_url=e.get("CALYX_PROMETHEUS_URL", d.prometheus_url),
             lease_recheck_seconds=float(
                 e.get("CALYX_LEASE_RECHECK_SECONDS", str(d.lease_recheck_seconds))
+            ),
+            rollout_tick_seconds=float(
+                e.get("CALYX_ROLLOUT_TICK_SECONDS", str(d.rollout_tick_seconds))
             ),
         )

@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 from calyx.adapters.kube import Kube, is_conflict
 from calyx.adapters.settings import Settings
-from calyx.domain.trust import Signer, TrustStore, TrustStoreError, dump_signers_yaml, parse_trust_store
+from calyx.domain.trust import (
+    Signer,
+    TrustStore,
+    TrustStoreError,
+    dump_signers_yaml,
+    parse_trust_store,
+)
 
 SIGNERS_KEY = "signers.yaml"
 POLICY_KEY = "policy.yaml"

@@ -115,10 +115,10 @@ def sign_document(
         raise CliError("lease needs metadata.name, metadata.namespace and spec to be signed")
     check_spec(spec)
     signed_at = format_time(now)
-    statement = lease_statement(ns, name, spec, signer, role, signed_at)  # type: ignore[arg-type]
+    statement = lease_statement(ns, name, spec, signer, role, signed_at)
     sig = sign_statement(statement, seed)
     key = COSIGN_PREFIX + signer
-    value = cosign_annotation_value(role, signed_at, sig)  # type: ignore[arg-type]
+    value = cosign_annotation_value(role, signed_at, sig)
     meta.setdefault("annotations", {})[key] = value
     lease["metadata"] = meta
     return key, value
@@ -206,8 +206,10 @@ def format_verdict(ns: str, name: str, verdict: LeaseVerdict) -> str:
 
 
 def cmd_verify(ctx: CliContext, args: Any, now: dt.datetime) -> tuple[str, bool]:
-    lease = read_lease_file(Path(args.file), ctx.namespace_flag) if args.file else (
-        get_live_lease(ctx, args.name)
+    lease = (
+        read_lease_file(Path(args.file), ctx.namespace_flag)
+        if args.file
+        else (get_live_lease(ctx, args.name))
     )
     meta = lease["metadata"]
     try:

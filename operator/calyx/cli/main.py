@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from calyx import __version__
-from calyx.cli import keys, lease_cmds, trust_cmds
+from calyx.cli import keys, lease_cmds, rollout_cmds, trust_cmds
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
 
@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--kubeconfig", help="path to the kubeconfig (default: $KUBECONFIG)")
     common.add_argument("--context", help="kubeconfig context")
     common.add_argument(
-        "--operator-namespace", help="where calyx-trust and calyx-ledger live (default: "
-        "$CALYX_NAMESPACE or calyx-system)"
+        "--operator-namespace",
+        help="where calyx-trust and calyx-ledger live (default: $CALYX_NAMESPACE or calyx-system)",
     )
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -49,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--role", required=True, choices=["human", "agent"])
     ta.add_argument("--public-key", help="base64 of the 32-byte public key")
     ta.add_argument("--key", help="derive the public key from this private key file")
-    ta.add_argument("--namespace-glob", dest="namespace", action="append",
-                    help="restrict the signer to namespaces matching this glob (repeatable)")
+    ta.add_argument(
+        "--namespace-glob",
+        dest="namespace",
+        action="append",
+        help="restrict the signer to namespaces matching this glob (repeatable)",
+    )
     tsub.add_parser("list", parents=[common], help="list signers and policy")
     tr = tsub.add_parser("remove", parents=[common], help="remove a signer")
     tr.add_argument("id")
@@ -79,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     vl = sub.add_parser("verify-lease", parents=[common], help="check a lease's cosignatures")
     vl.add_argument("name", nargs="?")
     vl.add_argument("-f", "--file")
+    for verb, text in (
+        ("pause-rollout", "hold at the current tier"),
+        ("resume-rollout", "continue (the tier's soak restarts)"),
+    ):
+        pr = sub.add_parser(verb, parents=[common], help=text)
+        pr.add_argument("name")
+    ap = sub.add_parser("approve-next-tier", parents=[common], help="sign a tier approval")
+    ap.add_argument("name")
+    ap.add_argument("--key", required=True, help="private key file (a human key)")
+    ap.add_argument("--signer", required=True, help="your id in the trust store")
+    ap.add_argument("--to-weight", type=int, help="weight being approved (default: next tier)")
+    fr = sub.add_parser("force-rollback", parents=[common], help="revert now")
+    fr.add_argument("name")
+    fr.add_argument("--reason", help="recorded in status, Events and the report")
+    stp = sub.add_parser("status", parents=[common], help="tiers, replicas, conditions, events")
+    stp.add_argument("name")
+    stp.add_argument("-w", "--watch", action="store_true", help="follow until it ends")
+    stp.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
     return p
 
 
@@ -114,7 +136,9 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
         return f"wrote {args.out} (mode 0600)\npublic key: {pub}", 0
     if args.verb == "trust":
         table: dict[str, Callable[[CliContext, Any], str]] = {
-            "add": trust_cmds.cmd_add, "list": trust_cmds.cmd_list, "remove": trust_cmds.cmd_remove,
+            "add": trust_cmds.cmd_add,
+            "list": trust_cmds.cmd_list,
+            "remove": trust_cmds.cmd_remove,
         }
         return table[args.trust_verb](ctx, args), 0
     if args.verb == "lease":
@@ -126,6 +150,14 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
         _name_or_file(args)
         text, ok = lease_cmds.cmd_verify(ctx, args, now)
         return text, 0 if ok else 1
+    if args.verb in ("pause-rollout", "resume-rollout"):
+        return rollout_cmds.cmd_pause(ctx, args, paused=args.verb == "pause-rollout"), 0
+    if args.verb == "approve-next-tier":
+        return rollout_cmds.cmd_approve(ctx, args, now), 0
+    if args.verb == "force-rollback":
+        return rollout_cmds.cmd_force_rollback(ctx, args), 0
+    if args.verb == "status":
+        return rollout_cmds.cmd_status(ctx, args), 0
     raise CliError(f"unknown verb {args.verb}")
 
 

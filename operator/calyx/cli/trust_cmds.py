@@ -51,7 +51,8 @@ def cmd_add(ctx: CliContext, args: Any) -> str:
     except TrustStoreError as exc:
         raise CliError(str(exc)) from None
     s = ctx.settings
-    return f"added {args.id} ({args.role}, {fingerprint(signer.public_key)}) to {s.namespace}/{s.trust_configmap}"
+    where = f"{s.namespace}/{s.trust_configmap}"
+    return f"added {args.id} ({args.role}, {fingerprint(signer.public_key)}) to {where}"
 
 
 def cmd_remove(ctx: CliContext, args: Any) -> str:

@@ -106,7 +106,11 @@ def plan_lease_status(
 
 
 def plan_unverifiable(
-    *, previous: Mapping[str, Any] | None, generation: int | None, now: str, reason: str,
+    *,
+    previous: Mapping[str, Any] | None,
+    generation: int | None,
+    now: str,
+    reason: str,
     message: str,
 ) -> LeasePlan:
     """Status when verification cannot run (trust store missing or broken, spec invalid).
@@ -134,8 +138,9 @@ def plan_unverifiable(
         status["digest"] = prev["digest"]
     events = []
     if phase != prev.get("phase") or _cond_message(prev) != message:
-        events.append(PlannedEvent("Warning", "LeaseRejected" if phase == "Rejected" else reason,
-                                   message))
+        events.append(
+            PlannedEvent("Warning", "LeaseRejected" if phase == "Rejected" else reason, message)
+        )
     return LeasePlan(status=status, events=events)
 
 

@@ -13,12 +13,14 @@ import kopf
 
 from calyx.adapters.cm_watch import ConfigMapCache
 from calyx.adapters.events import EventRecorder
-from calyx.adapters.kube import GROUP, LEASES, VERSION, Kube, api_client
+from calyx.adapters.kube import GROUP, LEASES, ROLLOUTS, VERSION, Kube, api_client
+from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.settings import Settings
 from calyx.adapters.trust_store import trust_store_from_configmap
 from calyx.domain.ledger import parse_ledger
 from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
 from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, reconcile_rollout
 from calyx.reconcile.sweeper import Sweeper
 
 log = logging.getLogger("calyx.operator")
@@ -28,6 +30,7 @@ class Runtime:
     """What the handlers share; built at startup from the cluster, nothing kept only here."""
 
     lease: LeaseDeps
+    rollout: RolloutDeps
     background: list[Any]
 
 
@@ -63,10 +66,21 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         clock=_utcnow,
         locks=KeyedLocks(),
     )
+    RT.rollout = RolloutDeps(
+        kube=kube,
+        events=RT.lease.events,
+        trust=RT.lease.trust,
+        ledger=LedgerStore(kube, cfg),
+        clock=_utcnow,
+        locks=RT.lease.locks,
+    )
     trust_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
     ledger_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
     sweeper = Sweeper("leases", cfg.lease_recheck_seconds, lambda: reconcile_all_leases(RT.lease))
-    RT.background = [trust_cache, ledger_cache, sweeper]
+    rollout_sweeper = Sweeper(
+        "rollouts", cfg.rollout_tick_seconds, lambda: reconcile_all_rollouts(RT.rollout)
+    )
+    RT.background = [trust_cache, ledger_cache, sweeper, rollout_sweeper]
     for part in RT.background:
         part.start()
     log.info("calyx operator started (namespace %s)", cfg.namespace)
@@ -82,3 +96,10 @@ def cleanup(**_: Any) -> None:
 def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type != "DELETED":
         reconcile_lease(RT.lease, dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, ROLLOUTS)
+def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type != "DELETED":
+        meta = body["metadata"]
+        reconcile_rollout(RT.rollout, meta["namespace"], meta["name"], dict(body))

@@ -31,6 +31,7 @@ from calyx.domain.timefmt import format_time
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
 from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.status import status_patch
 
 log = logging.getLogger("calyx.lease")
 
@@ -51,7 +52,7 @@ def fingerprints(annotations: Mapping[str, str]) -> dict[str, str]:
     for key, value in annotations.items():
         if not key.startswith(COSIGN_PREFIX):
             continue
-        signer = key[len(COSIGN_PREFIX):]
+        signer = key[len(COSIGN_PREFIX) :]
         try:
             out[signer] = sig_fingerprint(parse_cosign_annotation(key, value).sig)
         except SignatureFormatError:
@@ -88,7 +89,10 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
         trust = deps.trust()
     except TrustStoreError as exc:
         return plan_unverifiable(
-            previous=prev, generation=generation, now=stamp, reason="TrustStoreInvalid",
+            previous=prev,
+            generation=generation,
+            now=stamp,
+            reason="TrustStoreInvalid",
             message=str(exc),
         )
     ledger = deps.ledger()
@@ -122,11 +126,9 @@ def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
     ns, name = meta["namespace"], meta["name"]
     with deps.locks.hold(f"lease/{ns}/{name}"):
         result = plan(deps, body)
-        prev = body.get("status") or {}
-        if _same(prev, result.status):
+        patch = status_patch(body.get("status") or {}, result.status)
+        if patch is None:
             return
-        patch = {k: None for k in prev if k not in result.status}  # merge patch: null deletes
-        patch.update({k: v for k, v in result.status.items() if v is not None})
         try:
             deps.kube.patch_custom_status(LEASES, ns, name, patch)
         except Exception as exc:
@@ -143,10 +145,8 @@ def reconcile_all_leases(deps: LeaseDeps) -> None:
         try:
             reconcile_lease(deps, body)
         except Exception:
-            log.exception("re-verifying lease %s/%s failed", body["metadata"].get("namespace"),
-                          body["metadata"].get("name"))
-
-
-def _same(prev: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    wanted = {k: v for k, v in new.items() if v is not None}
-    return dict(prev) == wanted
+            log.exception(
+                "re-verifying lease %s/%s failed",
+                body["metadata"].get("namespace"),
+                body["metadata"].get("name"),
+            )

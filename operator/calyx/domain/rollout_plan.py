@@ -1,0 +1,771 @@
+"""The Rollout state machine as a pure function: observed world → next status, actions, Events.
+
+Level-based: the planner never remembers anything itself. Everything it needs to continue
+(phase, tier, soak start, rollback timings, which Events were announced) is in the observed
+Rollout status or derivable from the cluster, so a restarted operator plans exactly what the
+old one would have. Each call plans ONE step; the reconciler applies it, observes again and
+calls again until nothing is left to do. Every action is idempotent, so repeating a step after
+a crash is harmless, and promotion (a patch to the same images) cannot happen twice.
+
+Safety rule (DESIGN §1.1): a *forward* action (create/scale canary, patch stable) is planned
+only on a pass where the Lease verified at that moment. Reverts (delete canary, restore from
+the snapshot) need no lease: taking a change away is always allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from calyx.api.lease import LeaseSpec
+from calyx.api.rollout import RolloutSpec, Tier
+from calyx.domain.canary import (
+    canary_deployment,
+    canary_name,
+    deployment_settled,
+    images_applied,
+    missing_containers,
+    read_snapshot,
+    snapshot_configmap,
+    snapshot_name,
+    template_sha,
+)
+from calyx.domain.conditions import set_condition
+from calyx.domain.ledger import LedgerEntry
+from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
+from calyx.domain.tiers import canary_replicas, effective_percent
+from calyx.domain.trust import TrustStore
+from calyx.domain.verification import LeaseVerdict
+
+FINALIZER = "calyx.io/rollback"
+FORCE_ROLLBACK = "calyx.io/force-rollback"
+TERMINAL = ("Completed", "RolledBack", "Failed")
+DEFAULT_TIERS = (
+    {"weight": 5, "soakSeconds": 60},
+    {"weight": 25, "soakSeconds": 60},
+    {"weight": 100},
+)
+
+ActionKind = Literal[
+    "AddFinalizer",
+    "RemoveFinalizer",
+    "Claim",
+    "WriteSnapshot",
+    "CreateCanary",
+    "ScaleCanary",
+    "PatchStableImages",
+    "DeleteCanary",
+    "RestoreStable",
+    "SetPaused",
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    name: str = ""
+    body: Mapping[str, Any] | None = None
+    replicas: int | None = None
+    entry: LedgerEntry | None = None
+    paused: bool | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+    audit: str = ""
+
+
+@dataclass
+class Plan:
+    status: dict[str, Any]
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    # A rollback's decision is stored before its actions: if the operator dies mid-revert,
+    # the next one must see RollingBack, not a Progressing rollout whose canary vanished.
+    status_first: bool = False
+    # After the actions run, stamp ``status.rollback.revertedAt`` with the real time.
+    stamp_reverted: bool = False
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """What the analysis step (run by the reconciler on a timer) concluded this pass."""
+
+    status: Mapping[str, Any]  # -> status.lastAnalysis
+    action: Literal["none", "hold", "rollback", "pause"]
+    message: str = ""
+    breach_at: str | None = None
+    tier_metrics: Mapping[str, Any] | None = None
+    events: Sequence[Event] = ()
+
+
+@dataclass(frozen=True)
+class Observed:
+    rollout: Mapping[str, Any]
+    now: dt.datetime
+    spec: RolloutSpec | None = None
+    spec_error: str | None = None
+    lease: Mapping[str, Any] | None = None
+    lease_spec: LeaseSpec | None = None
+    verdict: LeaseVerdict | None = None
+    claimed: bool = False  # the ledger records this Rollout's uid as the Lease's consumer
+    trust: TrustStore | None = None
+    trust_error: str | None = None
+    target: Mapping[str, Any] | None = None
+    canary: Mapping[str, Any] | None = None
+    snapshot: Mapping[str, Any] | None = None
+    analysis: AnalysisOutcome | None = None
+    default_tiers: Sequence[Mapping[str, Any]] = DEFAULT_TIERS
+    risk: Mapping[str, Any] | None = None
+
+
+def stamp(t: dt.datetime) -> str:
+    """RFC 3339 with milliseconds: rollback timings are sub-second and must say so."""
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_stamp(s: str | None) -> dt.datetime | None:
+    if not s:
+        return None
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+class _Step:
+    """Builder for one plan: a copy of the stored status plus what this pass decides."""
+
+    def __init__(self, o: Observed) -> None:
+        self.o = o
+        self.meta = o.rollout["metadata"]
+        self.prev: dict[str, Any] = dict(o.rollout.get("status") or {})
+        self.status: dict[str, Any] = {k: v for k, v in self.prev.items()}
+        self.status["observedGeneration"] = self.meta.get("generation")
+        self.plan = Plan(status=self.status)
+        self.now = stamp(o.now)
+
+    def cond(self, type_: str, status: str, reason: str, message: str) -> None:
+        self.status["conditions"] = set_condition(
+            self.status.get("conditions") or [],
+            type_=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            now=self.now,
+            generation=self.meta.get("generation"),
+        )
+
+    def act(self, kind: ActionKind, **kw: Any) -> Plan:
+        self.plan.actions.append(Action(kind, **kw))
+        return self.plan
+
+    def event(self, type_: str, reason: str, message: str, audit: str = "") -> None:
+        self.plan.events.append(Event(type_, reason, message, audit))
+
+    def phase(self, phase: str, message: str | None = None) -> None:
+        self.status["phase"] = phase
+        if message is not None:
+            self.status["message"] = message
+
+    def done(self) -> Plan:
+        return self.plan
+
+
+def tiers_in_force(o: Observed) -> list[Tier]:
+    """Spec tiers, else the risk recommendation (or the built-in 5/25/100)."""
+    if o.spec is not None and o.spec.tiers:
+        return list(o.spec.tiers)
+    return [Tier.model_validate(t) for t in o.default_tiers]
+
+
+def plan_rollout(o: Observed) -> Plan:
+    s = _Step(o)
+    st = s.status
+    phase = st.get("phase") or ""
+    started = bool((st.get("snapshot") or {}).get("configMap"))
+    finalizers = list(s.meta.get("finalizers") or [])
+
+    # Deletion: roll back first (if a change is out there), then let go of the object.
+    if s.meta.get("deletionTimestamp"):
+        if started and phase not in TERMINAL and phase != "RollingBack":
+            return _begin_rollback(s, "Deleted", "the Rollout was deleted mid-rollout")
+        if phase == "RollingBack":
+            return _continue_rollback(s)
+        return s.act("RemoveFinalizer") if FINALIZER in finalizers else s.done()
+
+    if phase in TERMINAL:
+        return s.act("RemoveFinalizer") if FINALIZER in finalizers else s.done()
+    if phase == "RollingBack":
+        return _continue_rollback(s)
+
+    if o.spec is None:
+        s.cond("Progressing", "False", "InvalidSpec", o.spec_error or "invalid spec")
+        s.phase(phase or "WaitingForLease", o.spec_error)
+        return s.done()
+
+    tiers = tiers_in_force(o)
+    _record_tiers(s, tiers)
+
+    # Manual order beats everything but deletion.
+    reason = (s.meta.get("annotations") or {}).get(FORCE_ROLLBACK)
+    if reason is not None and started:
+        return _begin_rollback(s, "Manual", reason or "force-rollback requested")
+
+    lease_ok, lease_reason, lease_trigger = _lease_state(s)
+    if not started:
+        return _plan_start(s, tiers, lease_ok, lease_reason, force=reason is not None)
+
+    # From here on a change is out there (snapshot taken, canary maybe running).
+    if not lease_ok:
+        return _begin_rollback(s, lease_trigger, lease_reason)
+    s.cond("LeaseVerified", "True", "Verified", f"lease {o.verdict.digest if o.verdict else ''}")
+    if o.target is None:
+        return _target_gone(s)
+
+    outcome = o.analysis
+    if outcome is not None:
+        _record_analysis(s, outcome)
+        if outcome.action == "rollback" and phase in (
+            "Progressing",
+            "Paused",
+            "WaitingForApproval",
+        ):
+            return _begin_rollback(s, "Breach", outcome.message, breach_at=outcome.breach_at)
+        if outcome.action == "pause" and not o.spec.paused:
+            s.phase("Paused", f"paused on breach: {outcome.message}")
+            s.cond("Healthy", "False", "ThresholdBreached", outcome.message)
+            return s.act("SetPaused", paused=True)
+
+    if phase == "Promoting":
+        return _promote(s, tiers)
+    return _progress(s, tiers)
+
+
+# --- lease ----------------------------------------------------------------------------------
+
+
+def _lease_state(s: _Step) -> tuple[bool, str, str]:
+    o = s.o
+    name = o.spec.lease_ref.name if o.spec else "?"
+    if o.lease is None:
+        return False, f'lease "{name}" not found', "LeaseInvalid"
+    if o.trust_error:
+        return False, o.trust_error, "LeaseInvalid"
+    v = o.verdict
+    if v is None:
+        return False, "lease not verified", "LeaseInvalid"
+    if not v.valid:
+        return False, v.reason, "LeaseExpired" if v.phase == "Expired" else "LeaseInvalid"
+    return True, "", ""
+
+
+def _plan_start(
+    s: _Step, tiers: list[Tier], lease_ok: bool, lease_reason: str, force: bool
+) -> Plan:
+    o = s.o
+    assert o.spec is not None
+    prev_reason = _cond_reason(s.prev, "LeaseVerified")
+    if force:
+        s.phase("Failed", "force-rollback requested before any change was made; nothing to undo")
+        s.cond("Progressing", "False", "Cancelled", str(s.status["message"]))
+        s.event("Normal", "Cancelled", str(s.status["message"]))
+        return s.done()
+    if not lease_ok:
+        v = o.verdict
+        if v is not None and v.phase in ("Expired", "Consumed"):
+            s.phase("Failed", f"lease {o.spec.lease_ref.name}: {lease_reason}")
+            s.cond("LeaseVerified", "False", "Lease" + v.phase, lease_reason)
+            s.event("Warning", "LeaseRejected", str(s.status["message"]))
+            return s.done()
+        s.phase("WaitingForLease", f"waiting for lease {o.spec.lease_ref.name}: {lease_reason}")
+        s.cond("LeaseVerified", "False", "LeaseNotVerified", lease_reason)
+        if prev_reason != "LeaseNotVerified" or _cond_message(s.prev, "LeaseVerified") != (
+            lease_reason
+        ):
+            s.event("Warning", "LeaseNotVerified", str(s.status["message"]))
+        return s.done()
+    assert o.lease_spec is not None and o.verdict is not None
+    s.cond("LeaseVerified", "True", "Verified", f"lease verified, digest {o.verdict.digest}")
+    s.status["leaseDigest"] = o.verdict.digest
+    target = o.lease_spec.target_ref.name
+    images = [c.model_dump() for c in o.lease_spec.change.containers]
+    s.status["target"] = {"kind": "Deployment", "name": target}
+    s.status["change"] = {"containers": images}
+
+    problem = _start_problem(s, tiers, target, images)
+    if problem:
+        reason, message = problem
+        s.phase("WaitingForLease", message)
+        s.cond("Progressing", "False", reason, message)
+        if _cond_message(s.prev, "Progressing") != message:
+            s.event("Warning", reason, message)
+        return s.done()
+
+    if FINALIZER not in (s.meta.get("finalizers") or []):
+        return s.act("AddFinalizer")
+    if not _claimed(s):
+        entry = LedgerEntry(
+            digest=o.verdict.digest,
+            namespace=s.meta["namespace"],
+            lease=o.spec.lease_ref.name,
+            rollout=s.meta["name"],
+            rollout_uid=s.meta["uid"],
+            claimed_at=s.now,
+            expires_at=o.lease_spec.expires_at,
+        )
+        return s.act("Claim", entry=entry)
+    assert o.target is not None
+    if o.snapshot is None:
+        body, _ = snapshot_configmap(o.rollout, o.target)
+        return s.act("WriteSnapshot", name=snapshot_name(s.meta["name"]), body=body)
+
+    # Snapshot exists: record it (once) — only from now on is the rollout "started".
+    _, sha = read_snapshot(o.snapshot)
+    s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
+    first = tiers[0]
+    if first.approval == "Manual":
+        approved = _approval(s, first.weight)
+        if approved is None:
+            return _wait_approval(s, 0, first.weight)
+        _tier_entry(s, 0)["approvedBy"] = approved
+    return _enter_first_tier(s, tiers)
+
+
+def _enter_first_tier(s: _Step, tiers: list[Tier]) -> Plan:
+    """The first forward mutation: create the canary at the first tier's weight."""
+    o = s.o
+    assert o.spec is not None and o.verdict is not None
+    first = tiers[0]
+    target = s.status["target"]["name"]
+    s.status.pop("approvalForTier", None)
+    s.status["currentTier"] = 0
+    s.status["currentWeight"] = first.weight
+    _tier_entry(s, 0)["startedAt"] = s.now
+    s.phase("Progressing", f"tier 1/{len(tiers)}: {first.weight}%")
+    s.cond("Progressing", "True", "TierStarted", str(s.status["message"]))
+    s.event(
+        "Normal",
+        "DeployStarted",
+        f"canary {canary_name(target)} started at {first.weight}% of {target} "
+        f"(lease {o.spec.lease_ref.name}, {o.verdict.digest[:19]}…)",
+        "deploy_event.STARTED",
+    )
+    return _ensure_canary(s, first.weight)
+
+
+def _start_problem(
+    s: _Step, tiers: list[Tier], target: str, images: list[dict[str, Any]]
+) -> tuple[str, str] | None:
+    o = s.o
+    assert o.lease_spec is not None and o.spec is not None
+    if o.target is None:
+        return "TargetNotFound", f'target Deployment "{target}" not found in {s.meta["namespace"]}'
+    missing = missing_containers(o.target, images)
+    if missing:
+        return "ContainerNotFound", (
+            f"lease changes container(s) {', '.join(missing)} that Deployment {target} lacks"
+        )
+    max_first = o.lease_spec.max_initial_weight()
+    if tiers[0].weight > max_first:
+        return "ConstraintViolated", (
+            f"first tier weight {tiers[0].weight}% exceeds the lease's maxInitialWeight "
+            f"{max_first}%"
+        )
+    if o.lease_spec.requires_analysis() and not o.spec.analysis.has_metrics():
+        return "ConstraintViolated", (
+            "the lease requires metric analysis (constraints.requireAnalysis) but the "
+            "Rollout has none"
+        )
+    return None
+
+
+def _claimed(s: _Step) -> bool:
+    return s.o.claimed
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+def _progress(s: _Step, tiers: list[Tier]) -> Plan:
+    o = s.o
+    assert o.spec is not None and o.target is not None
+    st = s.status
+    i = int(st.get("currentTier") or 0)
+    tier = tiers[min(i, len(tiers) - 1)]
+    _observe_replicas(s)
+
+    if o.spec.paused:
+        if st.get("phase") != "Paused":
+            s.phase("Paused", f"paused at {tier.weight}% by spec.paused")
+            s.cond("Progressing", "False", "Paused", str(st["message"]))
+            s.event("Normal", "Paused", str(st["message"]))
+        return _ensure_canary(s, tier.weight)
+    if st.get("phase") == "Paused":
+        # Resuming restarts the soak: time spent paused is not time spent watching.
+        _tier_entry(s, i).pop("soakStartedAt", None)
+        s.phase("Progressing", f"resumed at {tier.weight}%")
+        s.cond("Progressing", "True", "Resumed", str(st["message"]))
+        s.event("Normal", "Resumed", str(st["message"]))
+
+    if st.get("phase") == "WaitingForApproval":
+        nxt = int(st.get("approvalForTier", i + 1))
+        first = nxt == 0 and o.canary is None and not _tier_entry(s, 0).get("startedAt")
+        approved = _approval(s, tiers[nxt].weight)
+        if approved is None:
+            return _wait_approval(
+                s, nxt, tiers[nxt].weight, canary_weight=None if first else tier.weight
+            )
+        _tier_entry(s, nxt)["approvedBy"] = approved
+        st.pop("approvalForTier", None)
+        if first:
+            return _enter_first_tier(s, tiers)
+        return _advance(s, tiers, i, nxt)
+
+    plan = _ensure_canary(s, tier.weight)
+    if plan.actions:
+        return plan
+    entry = _tier_entry(s, i)
+    if not _canary_ready(s):
+        return plan
+    soak_start = parse_stamp(entry.get("soakStartedAt"))
+    if soak_start is None:
+        entry["soakStartedAt"] = s.now
+        return plan
+    if (o.now - soak_start).total_seconds() < tier.soak_seconds:
+        return plan
+    if not _analysis_passed_since(s, soak_start):
+        return plan
+    nxt = i + 1
+    if nxt >= len(tiers):
+        return plan
+    if tiers[nxt].approval == "Manual":
+        approved = _approval(s, tiers[nxt].weight)
+        if approved is None:
+            entry["completedAt"] = entry.get("completedAt") or s.now
+            entry["result"] = "Passed"
+            st["approvalForTier"] = nxt
+            return _wait_approval(s, nxt, tiers[nxt].weight, canary_weight=tier.weight)
+        _tier_entry(s, nxt)["approvedBy"] = approved
+    return _advance(s, tiers, i, nxt)
+
+
+def _advance(s: _Step, tiers: list[Tier], i: int, nxt: int) -> Plan:
+    st = s.status
+    cur = _tier_entry(s, i)
+    cur["completedAt"] = cur.get("completedAt") or s.now
+    cur["result"] = "Passed"
+    st["currentTier"] = nxt
+    st["currentWeight"] = tiers[nxt].weight
+    _tier_entry(s, nxt)["startedAt"] = s.now
+    target = st["target"]["name"]
+    if tiers[nxt].weight >= 100:
+        s.phase("Promoting", f"promoting {target} to the new images")
+        s.cond("Progressing", "True", "Promoting", str(st["message"]))
+        s.event(
+            "Normal",
+            "CanaryPromoted",
+            f"tier {nxt + 1}/{len(tiers)}: promoting {target} to 100% (lease re-verified)",
+            "deploy_event.CANARY_PROMOTED",
+        )
+        return _promote(s, tiers)
+    s.phase("Progressing", f"tier {nxt + 1}/{len(tiers)}: {tiers[nxt].weight}%")
+    s.cond("Progressing", "True", "TierStarted", str(st["message"]))
+    s.event(
+        "Normal",
+        "CanaryPromoted",
+        f"tier {nxt + 1}/{len(tiers)}: canary {canary_name(target)} to {tiers[nxt].weight}% "
+        "(lease re-verified)",
+        "deploy_event.CANARY_PROMOTED",
+    )
+    return _ensure_canary(s, tiers[nxt].weight)
+
+
+def _promote(s: _Step, tiers: list[Tier]) -> Plan:
+    o = s.o
+    assert o.target is not None
+    st = s.status
+    images = (st.get("change") or {}).get("containers") or []
+    target = st["target"]["name"]
+    _observe_replicas(s)
+    if not images_applied(o.target, images):
+        return s.act("PatchStableImages", name=target, body={"containers": images})
+    if not deployment_settled(o.target):
+        return s.done()
+    if o.canary is not None:
+        return s.act("DeleteCanary", name=canary_name(target))
+    last = _tier_entry(s, len(tiers) - 1)
+    last["completedAt"] = last.get("completedAt") or s.now
+    last["result"] = "Passed"
+    st["canaryReplicas"] = 0
+    st["effectivePercent"] = 100
+    s.phase("Completed", f"{target} runs the new images on all replicas")
+    s.cond("Progressing", "False", "Completed", str(st["message"]))
+    s.cond("Completed", "True", "DeployCompleted", str(st["message"]))
+    s.cond("Healthy", "True", "Completed", "promotion verified")
+    s.event(
+        "Normal",
+        "DeployCompleted",
+        f"{target} promoted: {', '.join(i['name'] + '=' + i['image'] for i in images)}",
+        "deploy_event.COMPLETED",
+    )
+    return s.done()
+
+
+def _ensure_canary(s: _Step, weight: int) -> Plan:
+    o = s.o
+    assert o.target is not None and o.verdict is not None
+    stable = int((o.target.get("spec") or {}).get("replicas", 1))
+    want = canary_replicas(stable, weight)
+    s.status["canaryReplicas"] = want
+    s.status["stableReplicas"] = stable
+    images = (s.status.get("change") or {}).get("containers") or []
+    if o.canary is None:
+        body = canary_deployment(o.rollout, o.target, images, want, o.verdict.digest)
+        return s.act("CreateCanary", name=body["metadata"]["name"], body=body)
+    if int((o.canary.get("spec") or {}).get("replicas", 0)) != want:
+        return s.act("ScaleCanary", name=o.canary["metadata"]["name"], replicas=want)
+    return s.plan
+
+
+def _observe_replicas(s: _Step) -> None:
+    o = s.o
+    c = int(((o.canary or {}).get("status") or {}).get("readyReplicas") or 0)
+    n = int(((o.target or {}).get("status") or {}).get("readyReplicas") or 0)
+    s.status["effectivePercent"] = effective_percent(c, n)
+
+
+def _canary_ready(s: _Step) -> bool:
+    c = s.o.canary or {}
+    want = int((c.get("spec") or {}).get("replicas", 0))
+    return want > 0 and int((c.get("status") or {}).get("readyReplicas") or 0) >= want
+
+
+def _analysis_passed_since(s: _Step, since: dt.datetime) -> bool:
+    """Advance only on evidence: with analysis configured, a Pass evaluated after the soak began.
+    NoData never advances (DESIGN §2.2)."""
+    o = s.o
+    assert o.spec is not None
+    if not o.spec.analysis.has_metrics():
+        return True
+    last = s.status.get("lastAnalysis") or {}
+    t = parse_stamp(last.get("time"))
+    return last.get("verdict") == "Pass" and t is not None and t >= since
+
+
+# --- approvals ------------------------------------------------------------------------------
+
+
+def _approval(s: _Step, to_weight: int) -> str | None:
+    """The id of a valid signed approval for entering ``to_weight``, else None.
+
+    Rejected approvals are reported once each (by signature fingerprint, kept in status)."""
+    o = s.o
+    if o.trust is None or o.verdict is None:
+        return None
+    seen = {a.get("sigSha256") for a in s.status.get("approvals") or []}
+    records = list(s.status.get("approvals") or [])
+    found = None
+    for key, value in sorted((s.meta.get("annotations") or {}).items()):
+        if not key.startswith(APPROVE_PREFIX):
+            continue
+        v = verify_approval(
+            key=key,
+            value=value,
+            namespace=s.meta["namespace"],
+            rollout=s.meta["name"],
+            lease_digest=o.verdict.digest,
+            to_weight=to_weight,
+            trust=o.trust,
+            now=o.now,
+        )
+        fp = sig_fingerprint(value)
+        if v.valid:
+            found = found or v.signer
+            if fp not in seen:
+                records.append(
+                    {
+                        "signer": v.signer,
+                        "toWeight": to_weight,
+                        "valid": True,
+                        "reason": "",
+                        "sigSha256": fp,
+                        "seenAt": s.now,
+                    }
+                )
+                s.event("Normal", "ApprovalAccepted", f"{v.signer} approved entering {to_weight}%")
+        elif fp not in seen:
+            records.append(
+                {
+                    "signer": v.signer,
+                    "toWeight": v.to_weight,
+                    "valid": False,
+                    "reason": v.reason,
+                    "sigSha256": fp,
+                    "seenAt": s.now,
+                }
+            )
+            s.event("Warning", "ApprovalRejected", f"approval from {v.signer}: {v.reason}")
+    if records:
+        s.status["approvals"] = records[-20:]
+    return found
+
+
+def _wait_approval(s: _Step, nxt: int, weight: int, canary_weight: int | None = None) -> Plan:
+    st = s.status
+    msg = (
+        f"waiting for a signed human approval to enter {weight}% "
+        f"(calyx approve-next-tier {s.meta['name']})"
+    )
+    if st.get("phase") != "WaitingForApproval":
+        s.event("Normal", "WaitingForApproval", msg)
+    s.phase("WaitingForApproval", msg)
+    st["approvalForTier"] = nxt
+    s.cond("Progressing", "False", "WaitingForApproval", msg)
+    if canary_weight is not None:
+        return _ensure_canary(s, canary_weight)
+    return s.done()
+
+
+# --- rollback -------------------------------------------------------------------------------
+
+
+def _begin_rollback(s: _Step, trigger: str, reason: str, breach_at: str | None = None) -> Plan:
+    st = s.status
+    detected = s.now
+    rb: dict[str, Any] = {"trigger": trigger, "reason": reason, "detectedAt": detected}
+    if breach_at:
+        rb["breachAt"] = breach_at
+        b, d = parse_stamp(breach_at), parse_stamp(detected)
+        if b and d:
+            rb["detectSeconds"] = round(max(0.0, (d - b).total_seconds()), 3)
+    st["rollback"] = rb
+    s.phase("RollingBack", f"rolling back ({trigger}): {reason}")
+    s.cond("Progressing", "False", "RollingBack", str(st["message"]))
+    s.cond("Healthy", "False", trigger, reason)
+    s.plan.status_first = True
+    s.plan.stamp_reverted = True
+    s.event(
+        "Warning", "RolledBack", f"revert issued ({trigger}): {reason}", "deploy_event.ROLLED_BACK"
+    )
+    _revert_actions(s)
+    return s.plan
+
+
+def _revert_actions(s: _Step) -> None:
+    o = s.o
+    target = (s.status.get("target") or {}).get("name")
+    if o.canary is not None and target:
+        s.act("DeleteCanary", name=canary_name(target))
+    if o.target is not None and o.snapshot is not None:
+        doc, _ = read_snapshot(o.snapshot)
+        if doc.get("templateSha256") and template_sha(o.target) != doc["templateSha256"]:
+            s.act("RestoreStable", name=target or "", body=doc)
+
+
+def _continue_rollback(s: _Step) -> Plan:
+    o = s.o
+    st = s.status
+    _revert_actions(s)
+    if s.plan.actions:
+        return s.plan
+    rb = dict(st.get("rollback") or {})
+    if o.target is not None:
+        if not deployment_settled(o.target):
+            return s.plan
+        _observe_replicas(s)
+    now = s.now
+    rb["verifiedAt"] = now
+    rev = parse_stamp(rb.get("revertedAt"))
+    det = parse_stamp(rb.get("detectedAt"))
+    if rev and det:
+        rb["revertSeconds"] = round(max(0.0, (rev - det).total_seconds()), 3)
+    st["rollback"] = rb
+    st["canaryReplicas"] = 0
+    st["effectivePercent"] = 0
+    target = (st.get("target") or {}).get("name", "?")
+    restored = (
+        "stable verified equal to the snapshot"
+        if o.target is not None
+        else ("target Deployment is gone; nothing to restore")
+    )
+    s.phase("RolledBack", f"rolled back ({rb.get('trigger')}): {restored}")
+    s.cond("RolledBack", "True", str(rb.get("trigger")), str(rb.get("reason")))
+    s.cond("Progressing", "False", "RolledBack", str(st["message"]))
+    s.event(
+        "Normal",
+        "RollbackComplete",
+        f"{target} restored and verified ({rb.get('trigger')}: {rb.get('reason')})",
+        "rollback_event.COMPLETE",
+    )
+    return s.plan
+
+
+def _target_gone(s: _Step) -> Plan:
+    st = s.status
+    target = (st.get("target") or {}).get("name", "?")
+    msg = (
+        f'target Deployment "{target}" was deleted mid-rollout; canary removed, '
+        "nothing left to promote or restore"
+    )
+    if s.o.canary is not None:
+        s.act("DeleteCanary", name=canary_name(target))
+    s.phase("Failed", msg)
+    s.cond("Progressing", "False", "TargetDeleted", msg)
+    s.cond("Healthy", "False", "TargetDeleted", msg)
+    s.event("Warning", "TargetDeleted", msg)
+    return s.plan
+
+
+# --- status helpers -------------------------------------------------------------------------
+
+
+def _record_tiers(s: _Step, tiers: list[Tier]) -> None:
+    old = list(s.status.get("tiers") or [])
+    out = []
+    for i, t in enumerate(tiers):
+        entry = dict(old[i]) if i < len(old) and old[i].get("weight") == t.weight else {}
+        entry["weight"] = t.weight
+        out.append(entry)
+    s.status["tiers"] = out
+
+
+def _tier_entry(s: _Step, i: int) -> dict[str, Any]:
+    tiers = s.status.setdefault("tiers", [])
+    while len(tiers) <= i:
+        tiers.append({"weight": 0})
+    entry: dict[str, Any] = tiers[i]
+    return entry
+
+
+def _record_analysis(s: _Step, outcome: AnalysisOutcome) -> None:
+    s.status["lastAnalysis"] = dict(outcome.status)
+    if outcome.tier_metrics is not None:
+        _tier_entry(s, int(s.status.get("currentTier") or 0))["metrics"] = dict(
+            outcome.tier_metrics
+        )
+    for ev in outcome.events:
+        s.plan.events.append(ev)
+    verdict = outcome.status.get("verdict")
+    if verdict == "Pass":
+        s.cond("Healthy", "True", "AnalysisPassed", outcome.message or "all metrics within limits")
+    elif verdict == "NoData":
+        s.cond("Healthy", "Unknown", "NoData", outcome.message)
+    elif verdict == "Breach":
+        s.cond("Healthy", "False", "ThresholdBreached", outcome.message)
+
+
+def _cond_reason(status: Mapping[str, Any], type_: str) -> str | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("reason"))
+    return None
+
+
+def _cond_message(status: Mapping[str, Any], type_: str) -> str | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("message"))
+    return None

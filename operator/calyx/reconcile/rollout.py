@@ -1,0 +1,232 @@
+"""Rollout reconciliation: observe the cluster → ``plan_rollout`` → apply one step, repeat.
+
+Each pass re-reads everything it decides on (Rollout, Lease, ledger, Deployments, snapshot),
+so the Lease is verified *at the moment* of every forward action (DESIGN §1.1). Passes repeat
+until a plan has nothing left to do, so a whole transition (verify → claim → snapshot →
+canary) happens in one wake-up, yet each step stands alone after a crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from calyx.adapters.events import EventRecorder
+from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, is_not_found
+from calyx.adapters.ledger_store import LedgerStore
+from calyx.api.errors import InvalidSpecError
+from calyx.api.lease import parse_lease_spec
+from calyx.api.rollout import parse_rollout_spec
+from calyx.domain.canary import ROLLOUT_LABEL, TRACK_LABEL, canary_name, snapshot_name
+from calyx.domain.lease_plan import previously_accepted
+from calyx.domain.rollout_plan import (
+    FINALIZER,
+    TERMINAL,
+    AnalysisOutcome,
+    Observed,
+    Plan,
+    plan_rollout,
+    stamp,
+)
+from calyx.domain.trust import TrustStore, TrustStoreError
+from calyx.domain.verification import verify_lease
+from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.status import status_patch
+
+log = logging.getLogger("calyx.rollout")
+MAX_PASSES = 12
+
+
+@dataclass
+class RolloutDeps:
+    kube: Kube
+    events: EventRecorder
+    trust: Callable[[], TrustStore]
+    ledger: LedgerStore
+    clock: Callable[[], dt.datetime]
+    locks: KeyedLocks
+    # Called on timer ticks only (DESIGN §5: analysis runs from a timer, never watch events).
+    analyze: Callable[[Observed], AnalysisOutcome | None] | None = None
+
+
+def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observed:
+    meta = rollout["metadata"]
+    ns = meta["namespace"]
+    now = deps.clock()
+    status = rollout.get("status") or {}
+    try:
+        spec = parse_rollout_spec(rollout.get("spec"))
+    except InvalidSpecError as exc:
+        return Observed(rollout=rollout, now=now, spec_error=str(exc))
+    lease = deps.kube.get_custom(LEASES, ns, spec.lease_ref.name)
+    lease_spec = verdict = trust = None
+    trust_error = None
+    claimed = False
+    if lease is not None:
+        try:
+            lease_spec = parse_lease_spec(lease.get("spec"))
+        except InvalidSpecError as exc:
+            trust_error = f"lease {spec.lease_ref.name} is invalid: {exc}"
+        try:
+            trust = deps.trust()
+        except TrustStoreError as exc:
+            trust_error = str(exc)
+        if trust is not None and lease_spec is not None:
+            entries = deps.ledger.entries()
+            lmeta = lease["metadata"]
+            verdict = verify_lease(
+                namespace=ns,
+                name=lmeta["name"],
+                spec=lease.get("spec") or {},
+                annotations=lmeta.get("annotations") or {},
+                trust=trust,
+                now=now,
+                ledger=entries,
+                claimant_uid=meta["uid"],
+                previously_accepted=previously_accepted(lease.get("status")),
+            )
+            holder = entries.get(verdict.digest)
+            claimed = holder is not None and holder.rollout_uid == meta["uid"]
+    target_name = (status.get("target") or {}).get("name") or (
+        lease_spec.target_ref.name if lease_spec else None
+    )
+    target = deps.kube.get_deployment(ns, target_name) if target_name else None
+    canary = deps.kube.get_deployment(ns, canary_name(target_name)) if target_name else None
+    snapshot = deps.kube.get_configmap(ns, snapshot_name(meta["name"]))
+    observed = Observed(
+        rollout=rollout,
+        now=now,
+        spec=spec,
+        lease=lease,
+        lease_spec=lease_spec,
+        verdict=verdict,
+        claimed=claimed,
+        trust=trust,
+        trust_error=trust_error,
+        target=target,
+        canary=canary,
+        snapshot=snapshot,
+    )
+    if tick and deps.analyze is not None and status.get("phase") not in TERMINAL:
+        outcome = deps.analyze(observed)
+        if outcome is not None:
+            observed = Observed(**{**observed.__dict__, "analysis": outcome})
+    return observed
+
+
+def apply(deps: RolloutDeps, rollout: Mapping[str, Any], plan: Plan) -> None:
+    meta = rollout["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    prev = rollout.get("status") or {}
+    patch = status_patch(prev, plan.status)
+    if plan.status_first and patch is not None:
+        deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
+        patch = None
+    for action in plan.actions:
+        _do(deps, rollout, action)
+    if plan.stamp_reverted:
+        rb = dict(plan.status.get("rollback") or {})
+        rb["revertedAt"] = stamp(deps.clock())
+        plan.status["rollback"] = rb
+        patch = status_patch(prev, plan.status)
+    if patch is not None:
+        deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
+    for ev in plan.events:
+        deps.events.emit(rollout, ev.type, ev.reason, ev.message)
+
+
+def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
+    meta = rollout["metadata"]
+    ns = meta["namespace"]
+    kube = deps.kube
+    kind = action.kind
+    log.info("%s/%s: %s %s", ns, meta["name"], kind, action.name)
+    if kind in ("AddFinalizer", "RemoveFinalizer"):
+        fins = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        if kind == "AddFinalizer":
+            fins.append(FINALIZER)
+        kube.patch_custom(
+            ROLLOUTS,
+            ns,
+            meta["name"],
+            {"metadata": {"finalizers": fins, "resourceVersion": meta["resourceVersion"]}},
+        )
+    elif kind == "Claim":
+        deps.ledger.claim(action.entry, deps.clock())
+    elif kind == "WriteSnapshot":
+        kube.create_configmap_if_absent(ns, action.body)
+    elif kind == "CreateCanary":
+        kube.create_deployment(ns, action.body)
+    elif kind == "ScaleCanary":
+        kube.patch_deployment(
+            ns, action.name, {"spec": {"replicas": action.replicas}}, "application/merge-patch+json"
+        )
+    elif kind == "PatchStableImages":
+        containers = [{"name": c["name"], "image": c["image"]} for c in action.body["containers"]]
+        kube.patch_deployment(
+            ns,
+            action.name,
+            {"spec": {"template": {"spec": {"containers": containers}}}},
+            "application/strategic-merge-patch+json",
+        )
+    elif kind == "DeleteCanary":
+        selector = f"{TRACK_LABEL}=canary,{ROLLOUT_LABEL}={meta['name']}"
+        kube.delete_deployment_now(ns, action.name, selector)
+    elif kind == "RestoreStable":
+        template = action.body["spec"]["template"]
+        kube.patch_deployment(
+            ns,
+            action.name,
+            [{"op": "replace", "path": "/spec/template", "value": template}],
+            "application/json-patch+json",
+        )
+    elif kind == "SetPaused":
+        kube.patch_custom(ROLLOUTS, ns, meta["name"], {"spec": {"paused": action.paused}})
+    else:  # pragma: no cover - the planner's Literal type lists every kind
+        raise ValueError(f"unknown action {kind}")
+
+
+def reconcile_rollout(
+    deps: RolloutDeps,
+    namespace: str,
+    name: str,
+    body: Mapping[str, Any] | None = None,
+    tick: bool = False,
+) -> None:
+    """Run passes until the plan is empty; analysis (when due) only on the first, timer pass."""
+    with deps.locks.hold(f"rollout/{namespace}/{name}"):
+        rollout = body
+        for i in range(MAX_PASSES):
+            if rollout is None or i > 0:
+                rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
+            if rollout is None:
+                return
+            observed = observe(deps, rollout, tick=tick and i == 0)
+            plan = plan_rollout(observed)
+            changed = status_patch(rollout.get("status") or {}, plan.status) is not None
+            if not plan.actions and not changed:
+                return
+            try:
+                apply(deps, rollout, plan)
+            except Exception as exc:
+                if is_not_found(exc) and not plan.actions:
+                    return
+                raise
+            if not plan.actions:
+                return
+        log.warning("%s/%s: still changing after %d passes", namespace, name, MAX_PASSES)
+
+
+def reconcile_all_rollouts(deps: RolloutDeps, tick: bool = True) -> None:
+    for body in deps.kube.list_custom(ROLLOUTS):
+        meta = body["metadata"]
+        phase = (body.get("status") or {}).get("phase")
+        if phase in TERMINAL and FINALIZER not in (meta.get("finalizers") or []):
+            continue
+        try:
+            reconcile_rollout(deps, meta["namespace"], meta["name"], tick=tick)
+        except Exception:
+            log.exception("reconciling rollout %s/%s failed", meta["namespace"], meta["name"])
