@@ -8,12 +8,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from calyx.adapters.kube import LEASES, api_message
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.trust_store import load_trust_store
-from calyx.api.lease import LeaseSpec
+from calyx.api.errors import InvalidSpecError
+from calyx.api.lease import parse_lease_spec
 from calyx.cli import keys, yamlio
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
@@ -48,11 +47,9 @@ def check_spec(spec: Mapping[str, Any]) -> None:
     except CanonicalError as exc:
         raise CliError(f"spec cannot be signed: {exc}") from None
     try:
-        LeaseSpec.model_validate(spec)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise CliError(f"invalid lease spec: spec.{loc}: {err['msg']}") from None
+        parse_lease_spec(spec)
+    except InvalidSpecError as exc:
+        raise CliError(str(exc)) from None
 
 
 def build_lease(

@@ -7,7 +7,6 @@ status *is* the memory of what has been announced.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +29,6 @@ class LeasePlan:
     events: list[PlannedEvent] = field(default_factory=list)
 
 
-def sig_fingerprint(sig: str) -> str:
-    """What status remembers of an accepted signature (not the signature itself)."""
-    return hashlib.sha256(sig.encode()).hexdigest()
-
-
 def previously_accepted(status: Mapping[str, Any] | None) -> dict[str, str]:
     """Signer id → fingerprint of the signature an earlier verification accepted."""
     out: dict[str, str] = {}
@@ -47,7 +41,6 @@ def previously_accepted(status: Mapping[str, Any] | None) -> dict[str, str]:
 def plan_lease_status(
     *,
     verdict: LeaseVerdict,
-    sig_fingerprints: Mapping[str, str],
     previous: Mapping[str, Any] | None,
     generation: int | None,
     now: str,
@@ -62,8 +55,8 @@ def plan_lease_status(
         entry: dict[str, Any] = {"id": v.id, "role": v.role, "valid": v.valid, "reason": v.reason}
         if v.signed_at:
             entry["signedAt"] = v.signed_at
-        if v.id in sig_fingerprints:
-            entry["sigSha256"] = sig_fingerprints[v.id]
+        if v.sig_sha256:
+            entry["sigSha256"] = v.sig_sha256
         cosigners.append(entry)
         old = prev_cosigners.get(v.id)
         same_sig = old is not None and old.get("sigSha256") == entry.get("sigSha256")

@@ -13,20 +13,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import LEASES, Kube, is_not_found
-from calyx.api.lease import LeaseSpec
+from calyx.api.errors import InvalidSpecError
+from calyx.api.lease import parse_lease_spec
 from calyx.domain.lease_plan import (
     LeasePlan,
     plan_lease_status,
     plan_unverifiable,
     previously_accepted,
-    sig_fingerprint,
 )
 from calyx.domain.ledger import LedgerEntry
-from calyx.domain.signatures import COSIGN_PREFIX, SignatureFormatError, parse_cosign_annotation
 from calyx.domain.timefmt import format_time
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
@@ -46,28 +43,12 @@ class LeaseDeps:
     locks: KeyedLocks
 
 
-def fingerprints(annotations: Mapping[str, str]) -> dict[str, str]:
-    """Signer id → fingerprint of its signature (of the raw value when unparseable)."""
-    out: dict[str, str] = {}
-    for key, value in annotations.items():
-        if not key.startswith(COSIGN_PREFIX):
-            continue
-        signer = key[len(COSIGN_PREFIX) :]
-        try:
-            out[signer] = sig_fingerprint(parse_cosign_annotation(key, value).sig)
-        except SignatureFormatError:
-            out[signer] = sig_fingerprint(value)
-    return out
-
-
 def spec_problem(spec: Mapping[str, Any]) -> str | None:
-    """One line naming the first invalid field, or None."""
+    """One line naming every invalid field, or None."""
     try:
-        LeaseSpec.model_validate(spec)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        return f"spec.{loc}: {err['msg']}" if loc else f"spec: {err['msg']}"
+        parse_lease_spec(spec)
+    except InvalidSpecError as exc:
+        return str(exc)
     return None
 
 
@@ -110,7 +91,6 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
     consumed_by = {"name": holder.rollout, "uid": holder.rollout_uid} if holder else None
     return plan_lease_status(
         verdict=verdict,
-        sig_fingerprints=fingerprints(annotations),
         previous=prev,
         generation=generation,
         now=stamp,

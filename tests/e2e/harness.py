@@ -1,0 +1,240 @@
+"""Helpers for end-to-end tests: the operator as a real process, keys, leases, deployments.
+
+The operator runs exactly as the image runs it (``kopf run``), in its own process group, so a
+test can SIGKILL it at any instant and start a new one: that is what "crash-safe" means.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from calyx.adapters.kube import Kube
+from calyx.domain.signatures import (
+    COSIGN_PREFIX,
+    cosign_annotation_value,
+    lease_statement,
+    public_key_from_seed,
+    sign_statement,
+)
+from calyx.domain.timefmt import format_time
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NS = "calyx-system"
+SEEDS = {
+    "alice": bytes([1]) * 32,  # human
+    "bob": bytes([3]) * 32,  # human
+    "sentinel": bytes([2]) * 32,  # agent
+    "watcher": bytes([4]) * 32,  # agent
+}
+ROLES = {"alice": "human", "bob": "human", "sentinel": "agent", "watcher": "agent"}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def wait_for(
+    what: str, predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.2
+) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def signers_yaml(ids: Sequence[str], namespaces: Mapping[str, list[str]] | None = None) -> str:
+    lines = []
+    for i in ids:
+        pub = base64.b64encode(public_key_from_seed(SEEDS[i])).decode()
+        entry = f"- {{id: {i}, role: {ROLES[i]}, publicKey: {pub}"
+        if namespaces and i in namespaces:
+            entry += ", namespaces: [" + ", ".join(f'"{n}"' for n in namespaces[i]) + "]"
+        lines.append(entry + "}")
+    return "\n".join(lines) + "\n"
+
+
+def trust_configmap(ids: Sequence[str], policy: str = "", **kw: Any) -> dict[str, Any]:
+    data = {"signers.yaml": signers_yaml(ids, **kw)}
+    if policy:
+        data["policy.yaml"] = policy
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "calyx-trust", "namespace": OPERATOR_NS},
+        "data": data,
+    }
+
+
+def lease_body(
+    ns: str,
+    name: str,
+    target: str,
+    images: Mapping[str, str],
+    expires_in: float = 3600,
+    constraints: Mapping[str, Any] | None = None,
+    signers: Sequence[str] = ("alice", "sentinel"),
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    now = now or utcnow()
+    spec: dict[str, Any] = {
+        "intent": f"TEST-1: roll {target} to {', '.join(images.values())}",
+        "targetRef": {"kind": "Deployment", "name": target},
+        "change": {"containers": [{"name": k, "image": v} for k, v in images.items()]},
+        "expiresAt": format_time(now + dt.timedelta(seconds=expires_in)),
+    }
+    if constraints is not None:
+        spec["constraints"] = dict(constraints)
+    body = {
+        "apiVersion": "calyx.io/v1alpha1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": ns, "annotations": {}},
+        "spec": spec,
+    }
+    for s in signers:
+        body["metadata"]["annotations"][COSIGN_PREFIX + s] = cosign(body, s, now)
+    return body
+
+
+def cosign(
+    lease: Mapping[str, Any], signer: str, now: dt.datetime | None = None, role: str | None = None
+) -> str:
+    meta = lease["metadata"]
+    signed_at = format_time(now or utcnow())
+    role = role or ROLES[signer]
+    st = lease_statement(meta["namespace"], meta["name"], lease["spec"], signer, role, signed_at)
+    return cosign_annotation_value(role, signed_at, sign_statement(st, SEEDS[signer]))
+
+
+def deployment_body(ns: str, name: str, replicas: int, image: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }
+
+
+def rollout_body(
+    ns: str,
+    name: str,
+    lease: str,
+    tiers: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "calyx.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"leaseRef": {"name": lease}, **spec},
+    }
+    if tiers is not None:
+        body["spec"]["tiers"] = tiers
+    return body
+
+
+class OperatorProcess:
+    """``kopf run`` against the test cluster; killable with SIGKILL at any instant."""
+
+    def __init__(self, kubeconfig: str, log_dir: Path, env: Mapping[str, str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "operator already running"
+        self.starts += 1
+        env = {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            "CALYX_NAMESPACE": OPERATOR_NS,
+            "CALYX_LEASE_RECHECK_SECONDS": "1",
+            "CALYX_ROLLOUT_TICK_SECONDS": "0.5",
+            **self.extra_env,
+        }
+        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "--standalone",
+                "--all-namespaces",
+                "-m",
+                "calyx.handlers.operator",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(REPO),
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup handlers, like a node dying."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
+        )
+
+
+def lease_phase(kube: Kube, ns: str, name: str) -> str | None:
+    obj = kube.get_custom("leases", ns, name)
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def events_for(kube: Kube, ns: str, name: str) -> list[dict[str, Any]]:
+    res = kube.core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}")
+    return [kube._plain(e) for e in res.items]
+
+
+def reasons(kube: Kube, ns: str, name: str) -> list[str]:
+    return [e["reason"] for e in events_for(kube, ns, name)]
