@@ -36,3 +36,30 @@ demo: venv system-deps cluster-binaries
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- Local Kubernetes control plane for the e2e tests (tests/cluster/, docs/testing.md) ---------
+KIND ?= kind
+KIND_CLUSTER ?= calyx-e2e
+KIND_KUBECONFIG ?= $(CURDIR)/.kind-$(KIND_CLUSTER).kubeconfig
+
+.PHONY: cluster-binaries cluster-up e2e e2e-kind
+
+## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok.
+cluster-binaries:
+	$(PY) -m tests.cluster.build
+
+## Start a throw-away local cluster and keep it until Ctrl-C (prints KUBECONFIG).
+cluster-up: venv cluster-binaries
+	$(BIN)/python -m tests.cluster.controlplane --hold
+
+## End-to-end tests against the local control plane (no Docker needed).
+e2e: venv cluster-binaries
+	$(BIN)/python -m pytest -m e2e
+
+## The same end-to-end tests against a kind cluster (needs Docker and kind); deleted afterwards.
+e2e-kind: venv
+	$(KIND) create cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG) --wait 120s
+	status=0; CALYX_TEST_CLUSTER=external KUBECONFIG=$(KIND_KUBECONFIG) \
+	  $(BIN)/python -m pytest -m e2e || status=$$?; \
+	$(KIND) delete cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG); \
+	rm -f $(KIND_KUBECONFIG); exit $$status

@@ -286,11 +286,9 @@ def test_crash_at_any_step_finishes_once(crash_at: int) -> None:
     w = World(
         tiers=[{"weight": 5, "soakSeconds": 2}, {"weight": 25, "soakSeconds": 2}, {"weight": 100}]
     )
-    steps = 0
-    for _ in range(200):
+    for step in range(200):
         before = copy.deepcopy(w.rollout["status"])
-        plan = w.step(crash_before_status=steps == crash_at)
-        steps += 1
+        plan = w.step(crash_before_status=step == crash_at)
         if not plan.actions and w.rollout["status"] == before:
             w.advance(1)
         if w.phase == "Completed":
