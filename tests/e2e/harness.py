@@ -238,3 +238,49 @@ def events_for(kube: Kube, ns: str, name: str) -> list[dict[str, Any]]:
 
 def reasons(kube: Kube, ns: str, name: str) -> list[str]:
     return [e["reason"] for e in events_for(kube, ns, name)]
+
+
+def rollout_status(kube: Kube, ns: str, name: str) -> dict[str, Any]:
+    return ((kube.get_custom("rollouts", ns, name) or {}).get("status")) or {}
+
+
+def wait_phase(kube: Kube, ns: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        st = rollout_status(kube, ns, name)
+        return st if st.get("phase") == phase else None
+
+    try:
+        return wait_for(f"rollout {name} phase {phase}", check, timeout=timeout)  # type: ignore[no-any-return]
+    except AssertionError as exc:
+        st = rollout_status(kube, ns, name)
+        raise AssertionError(
+            f"{exc}; status now: phase={st.get('phase')} message={st.get('message')}"
+        ) from None
+
+
+def deployment(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:
+    return kube.get_deployment(ns, name)
+
+
+def replicas_of(kube: Kube, ns: str, name: str) -> int | None:
+    d = kube.get_deployment(ns, name)
+    return None if d is None else int(d["spec"]["replicas"])
+
+
+def operator_forward_writes(
+    cluster: Any, ns: str, since: str | None = None
+) -> list[dict[str, Any]]:
+    """Writes by the operator that move a workload *toward* the change (create, scale, image
+    patch) — read from the API server's audit log. Reverts (delete, the JSON patch that
+    restores the snapshot template) are not forward writes."""
+    out = []
+    for ev in cluster.read_audit_events(
+        resource="deployments", namespace=ns, since=since, succeeded=True
+    ):
+        if not str(ev.get("userAgent", "")).startswith("calyx-operator"):
+            continue
+        if ev["verb"] == "create" or (
+            ev["verb"] in ("patch", "update") and not isinstance(ev.get("requestObject"), list)
+        ):
+            out.append(ev)
+    return out

@@ -299,3 +299,72 @@ def test_crash_at_any_step_finishes_once(crash_at: int) -> None:
     assert w.reasons().count("DeployStarted") == 1
     assert w.reasons().count("CanaryPromoted") == 2
     assert w.snapshot is not None
+
+
+def _unknown_keys(raw: object, dumped: object, path: str = "status") -> list[str]:
+    if isinstance(raw, dict) and isinstance(dumped, dict):
+        out = [f"{path}.{k}" for k in raw if k not in dumped and raw[k] is not None]
+        for k in raw:
+            if k in dumped:
+                out += _unknown_keys(raw[k], dumped[k], f"{path}.{k}")
+        return out
+    if isinstance(raw, list) and isinstance(dumped, list):
+        return [x for a, b in zip(raw, dumped, strict=False) for x in _unknown_keys(a, b, path)]
+    return []
+
+
+def _pruned(status: dict[str, object]) -> list[str]:
+    from calyx.api.rollout import RolloutStatus
+
+    dumped = RolloutStatus.model_validate(status).model_dump(
+        by_alias=True, exclude_none=True, mode="json"
+    )
+    return _unknown_keys(status, dumped)
+
+
+def test_every_status_field_the_planner_writes_is_in_the_schema() -> None:
+    """A field missing from the CRD schema is silently pruned by the API server."""
+    w = World(
+        tiers=[
+            {"weight": 5, "soakSeconds": 2},
+            {"weight": 25, "soakSeconds": 2, "approval": "Manual"},
+            {"weight": 100},
+        ]
+    )
+    w.run()
+    soak(w, 3)
+    assert w.phase == "WaitingForApproval"
+    w.approve("sentinel", 25, role="agent")
+    soak(w, 1)
+    assert _pruned(w.rollout["status"]) == []
+    w.rollout["metadata"]["annotations"][FORCE_ROLLBACK] = "x"
+    w.run()
+    assert w.phase == "RolledBack"
+    assert _pruned(w.rollout["status"]) == []
+
+
+def test_every_lease_status_field_is_in_the_schema() -> None:
+    from calyx.api.lease import LeaseStatus
+    from calyx.domain.lease_plan import plan_lease_status
+    from calyx.domain.verification import verify_lease
+
+    w = World()
+    v = verify_lease(
+        namespace="shop",
+        name="l1",
+        spec=w.lease["spec"],
+        annotations=w.lease["metadata"]["annotations"],
+        trust=w.trust,
+        now=w.now,
+    )
+    plan = plan_lease_status(
+        verdict=v,
+        previous=None,
+        generation=1,
+        now="2026-11-25T10:00:00Z",
+        consumed_by={"name": "r1", "uid": "u"},
+    )
+    dumped = LeaseStatus.model_validate(plan.status).model_dump(
+        by_alias=True, exclude_none=True, mode="json"
+    )
+    assert _unknown_keys(plan.status, dumped) == []

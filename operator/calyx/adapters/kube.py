@@ -12,6 +12,8 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from calyx import __version__
+
 GROUP = "calyx.io"
 VERSION = "v1alpha1"
 LEASES = "leases"
@@ -24,17 +26,27 @@ class KubeError(RuntimeError):
     """An API call failed for a reason the caller should show the user verbatim."""
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
-    """In-cluster config when running as a pod, else the kubeconfig (like kubectl)."""
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, user_agent: str = "calyx"
+) -> client.ApiClient:
+    """In-cluster config when running as a pod, else the kubeconfig (like kubectl).
+
+    ``user_agent`` names the caller in the API server's audit log, so every write can be
+    attributed to the operator or to a human's CLI.
+    """
+    cfg = client.Configuration()
+    loaded = False
     if kubeconfig is None and context is None:
         try:
-            config.load_incluster_config()
-            return client.ApiClient()
+            config.load_incluster_config(client_configuration=cfg)
+            loaded = True
         except config.ConfigException:
             pass
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
-    return client.ApiClient(cfg)
+    if not loaded:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+    api = client.ApiClient(cfg)
+    api.user_agent = f"{user_agent}/{__version__}"
+    return api
 
 
 def is_not_found(exc: BaseException) -> bool:

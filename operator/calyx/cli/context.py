@@ -22,7 +22,7 @@ class CliContext:
     @property
     def kube(self) -> Kube:
         if self._kube is None:
-            self._kube = Kube(api_client(self.kubeconfig, self.context))
+            self._kube = Kube(api_client(self.kubeconfig, self.context, user_agent="calyx-cli"))
         return self._kube
 
     @property

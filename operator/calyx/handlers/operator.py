@@ -24,6 +24,7 @@ from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, reconci
 from calyx.reconcile.sweeper import Sweeper
 
 log = logging.getLogger("calyx.operator")
+USER_AGENT = "calyx-operator"
 
 
 class Runtime:
@@ -54,7 +55,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 32
 
     cfg = Settings.from_env()
-    kube = Kube(api_client())
+    kube = Kube(api_client(user_agent=USER_AGENT))
     where = f"{cfg.namespace}/{cfg.trust_configmap}"
     trust_cache = ConfigMapCache(kube, cfg.namespace, cfg.trust_configmap)
     ledger_cache = ConfigMapCache(kube, cfg.namespace, cfg.ledger_configmap)

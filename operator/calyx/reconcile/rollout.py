@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +139,20 @@ def apply(deps: RolloutDeps, rollout: Mapping[str, Any], plan: Plan) -> None:
         deps.events.emit(rollout, ev.type, ev.reason, ev.message)
 
 
+def _fault_point(kind: str) -> None:
+    """Test-only fault injection: ``CALYX_FAULT_EXIT_AFTER=<ActionKind>`` makes the process
+    die (exit 137, like SIGKILL) right after the first such action, so crash-safety tests can
+    stop the operator at an exact point. A marker file makes it fire once per test."""
+    wanted = os.environ.get("CALYX_FAULT_EXIT_AFTER")
+    marker = os.environ.get("CALYX_FAULT_MARKER")
+    if wanted != kind or not marker or os.path.exists(marker):
+        return
+    with open(marker, "w") as fh:
+        fh.write(kind)
+    log.warning("fault injection: exiting after %s", kind)
+    os._exit(137)
+
+
 def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
     meta = rollout["metadata"]
     ns = meta["namespace"]
@@ -187,6 +202,7 @@ def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
         kube.patch_custom(ROLLOUTS, ns, meta["name"], {"spec": {"paused": action.paused}})
     else:  # pragma: no cover - the planner's Literal type lists every kind
         raise ValueError(f"unknown action {kind}")
+    _fault_point(kind)
 
 
 def reconcile_rollout(
