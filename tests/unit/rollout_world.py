@@ -112,6 +112,7 @@ class World:
         self.settle(self.target)
         self.canary: dict[str, Any] | None = None
         self.snapshot: dict[str, Any] | None = None
+        self.job: dict[str, Any] | None = None
         self.ledger: dict[str, LedgerEntry] = {}
         self.events: list[tuple[str, str, str]] = []
         self.actions: list[str] = []
@@ -173,6 +174,7 @@ class World:
             target=copy.deepcopy(self.target),
             canary=copy.deepcopy(self.canary),
             snapshot=self.snapshot,
+            job=copy.deepcopy(self.job),
             analysis=self.analysis,
         )
 
@@ -233,6 +235,10 @@ class World:
             self.target["spec"]["template"] = copy.deepcopy(a.body["spec"]["template"])
             self.target["metadata"]["generation"] += 1
             self.settle(self.target)
+        elif a.kind == "CreateJob":
+            self.job = self.job or {**copy.deepcopy(dict(a.body)), "status": {}}
+        elif a.kind == "DeleteJob":
+            self.job = None
         elif a.kind == "SetPaused":
             self.rollout["spec"]["paused"] = a.paused
         else:

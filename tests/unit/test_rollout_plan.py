@@ -368,3 +368,56 @@ def test_every_lease_status_field_is_in_the_schema() -> None:
         by_alias=True, exclude_none=True, mode="json"
     )
     assert _unknown_keys(plan.status, dumped) == []
+
+
+JOB = {
+    "spec": {
+        "template": {
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "smoke", "image": "curl"}]}
+        }
+    }
+}
+QUICK = [{"weight": 5, "soakSeconds": 1}, {"weight": 100}]
+
+
+def _to_validating() -> World:
+    w = World(tiers=QUICK, spec={"postDeploy": {"jobTemplate": JOB, "timeoutSeconds": 30}})
+    w.run()
+    soak(w, 3)
+    assert w.phase == "Validating", w.rollout["status"].get("message")
+    assert w.job is not None and w.job["metadata"]["name"] == "r1-validate"
+    assert w.job["metadata"]["ownerReferences"][0]["uid"] == "uid-r1"
+    return w
+
+
+@pytest.mark.parametrize("condition", ["Complete", "SuccessCriteriaMet"])
+def test_post_deploy_job_success_completes(condition: str) -> None:
+    w = _to_validating()
+    w.job["status"] = {"conditions": [{"type": condition, "status": "True"}]}
+    w.run()
+    assert w.phase == "Completed"
+    assert w.rollout["status"]["validation"]["result"] == "Succeeded"
+    assert "ValidationPassed" in w.reasons() and w.reasons().count("DeployCompleted") == 1
+
+
+def test_post_deploy_job_failure_rolls_back_to_the_snapshot() -> None:
+    w = _to_validating()
+    before = read_snapshot(w.snapshot)[0]["templateSha256"]
+    assert template_sha(w.target) != before
+    w.job["status"] = {"conditions": [{"type": "Failed", "status": "True"}]}
+    w.run()
+    assert w.phase == "RolledBack"
+    assert w.rollout["status"]["rollback"]["trigger"] == "PostDeployFailed"
+    assert template_sha(w.target) == before
+    assert "DeployCompleted" not in w.reasons()
+
+
+def test_post_deploy_job_timeout_rolls_back_and_deletes_the_job() -> None:
+    w = _to_validating()
+    soak(w, 25)
+    assert w.phase == "Validating"
+    soak(w, 8)
+    assert w.phase == "RolledBack"
+    assert w.rollout["status"]["validation"]["result"] == "TimedOut"
+    assert w.job is None
+    assert "did not finish within 30s" in w.rollout["status"]["rollback"]["reason"]

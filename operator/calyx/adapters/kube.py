@@ -204,3 +204,26 @@ class Kube:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+
+    # --- Jobs (post-deploy validation) -----------------------------------------------------
+    def get_job(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._plain(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_job(self, namespace: str, body: Mapping[str, Any]) -> None:
+        try:
+            self.batch.create_namespaced_job(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -464,6 +464,16 @@ class ApprovalRecord(StatusModel):
     seen_at: Time | None = None
 
 
+class ValidationStatus(StatusModel):
+    """The post-deploy validation Job (`spec.postDeploy`) and its outcome."""
+
+    job: str
+    started_at: Time | None = None
+    completed_at: Time | None = None
+    result: Literal["Running", "Succeeded", "Failed", "TimedOut"] | None = None
+    message: LongText = ""
+
+
 class RolloutStatus(StatusModel):
     """Observed state of a Rollout, written only by the operator."""
 
@@ -505,6 +515,7 @@ class RolloutStatus(StatusModel):
     """The tiers in force (from spec or the risk recommendation) and their progress."""
 
     last_analysis: AnalysisStatus | None = None
+    validation: ValidationStatus | None = None
     rollback: RollbackStatus | None = None
     conditions: Annotated[list[Condition], Field(json_schema_extra=CONDITIONS_LIST_MAP)] | None = (
         None

@@ -172,3 +172,40 @@ def deployment_settled(dep: Mapping[str, Any]) -> bool:
         and int(st.get("readyReplicas") or 0) == want
         and int(st.get("replicas") or 0) == want
     )
+
+
+def job_name(rollout: str) -> str:
+    return f"{rollout}-validate"
+
+
+def validation_job(rollout: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """The post-deploy Job from ``spec.postDeploy.jobTemplate``, owned by the Rollout so it is
+    garbage-collected with it (its pods stay inspectable until then)."""
+    meta = rollout["metadata"]
+    tmeta = dict(template.get("metadata") or {})
+    labels = {**(tmeta.get("labels") or {}), ROLLOUT_LABEL: meta["name"]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": dict(tmeta.get("annotations") or {}),
+            "ownerReferences": [owner_reference(rollout)],
+        },
+        "spec": copy.deepcopy(dict(template["spec"])),
+    }
+
+
+def job_outcome(job: Mapping[str, Any]) -> str | None:
+    """ "Succeeded", "Failed" (per the Job's own conditions) or None while it runs."""
+    st = job.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("status") != "True":
+            continue
+        if c.get("type") in ("Complete", "SuccessCriteriaMet"):
+            return "Succeeded"
+        if c.get("type") in ("Failed", "FailureTarget"):
+            return "Failed"
+    return None

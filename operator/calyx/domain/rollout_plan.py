@@ -26,11 +26,14 @@ from calyx.domain.canary import (
     canary_name,
     deployment_settled,
     images_applied,
+    job_name,
+    job_outcome,
     missing_containers,
     read_snapshot,
     snapshot_configmap,
     snapshot_name,
     template_sha,
+    validation_job,
 )
 from calyx.domain.conditions import set_condition
 from calyx.domain.ledger import LedgerEntry
@@ -59,6 +62,8 @@ ActionKind = Literal[
     "DeleteCanary",
     "RestoreStable",
     "SetPaused",
+    "CreateJob",
+    "DeleteJob",
 ]
 
 
@@ -119,6 +124,7 @@ class Observed:
     target: Mapping[str, Any] | None = None
     canary: Mapping[str, Any] | None = None
     snapshot: Mapping[str, Any] | None = None
+    job: Mapping[str, Any] | None = None  # the post-deploy validation Job
     analysis: AnalysisOutcome | None = None
     default_tiers: Sequence[Mapping[str, Any]] = DEFAULT_TIERS
     risk: Mapping[str, Any] | None = None
@@ -241,6 +247,8 @@ def plan_rollout(o: Observed) -> Plan:
 
     if phase == "Promoting":
         return _promote(s, tiers)
+    if phase == "Validating":
+        return _validate(s)
     return _progress(s, tiers)
 
 
@@ -501,6 +509,21 @@ def _promote(s: _Step, tiers: list[Tier]) -> Plan:
     last["result"] = "Passed"
     st["canaryReplicas"] = 0
     st["effectivePercent"] = 100
+    assert o.spec is not None
+    if o.spec.post_deploy is not None:
+        name = job_name(s.meta["name"])
+        st["validation"] = {"job": name, "startedAt": s.now, "result": "Running"}
+        s.phase("Validating", f"promoted; validation Job {name} running")
+        s.cond("Progressing", "True", "Validating", str(st["message"]))
+        s.event("Normal", "ValidationStarted", f"post-deploy Job {name} started")
+        return _validate(s)
+    return _complete(s)
+
+
+def _complete(s: _Step) -> Plan:
+    st = s.status
+    images = (st.get("change") or {}).get("containers") or []
+    target = st["target"]["name"]
     s.phase("Completed", f"{target} runs the new images on all replicas")
     s.cond("Progressing", "False", "Completed", str(st["message"]))
     s.cond("Completed", "True", "DeployCompleted", str(st["message"]))
@@ -512,6 +535,42 @@ def _promote(s: _Step, tiers: list[Tier]) -> Plan:
         "deploy_event.COMPLETED",
     )
     return s.done()
+
+
+def _validate(s: _Step) -> Plan:
+    """Post-deploy validation (DESIGN §7): the Job must succeed within timeoutSeconds;
+    failure or timeout rolls back, restoring the stable Deployment from the snapshot."""
+    o = s.o
+    assert o.spec is not None and o.spec.post_deploy is not None
+    st = s.status
+    val = dict(st.get("validation") or {})
+    name = val.get("job") or job_name(s.meta["name"])
+    if o.job is None:
+        return s.act(
+            "CreateJob", name=name, body=validation_job(o.rollout, o.spec.post_deploy.job_template)
+        )
+    outcome = job_outcome(o.job)
+    started = parse_stamp(val.get("startedAt")) or o.now
+    if outcome == "Succeeded":
+        val.update(result="Succeeded", completedAt=s.now, message="Job succeeded")
+        st["validation"] = val
+        s.event("Normal", "ValidationPassed", f"post-deploy Job {name} succeeded")
+        return _complete(s)
+    if outcome == "Failed":
+        val.update(result="Failed", completedAt=s.now, message="Job failed")
+        st["validation"] = val
+        return _begin_rollback(s, "PostDeployFailed", f"post-deploy Job {name} failed")
+    timeout = o.spec.post_deploy.timeout_seconds
+    if (o.now - started).total_seconds() >= timeout:
+        val.update(
+            result="TimedOut", completedAt=s.now, message=f"Job did not finish within {timeout}s"
+        )
+        st["validation"] = val
+        _begin_rollback(
+            s, "PostDeployFailed", f"post-deploy Job {name} did not finish within {timeout}s"
+        )
+        return s.act("DeleteJob", name=name)
+    return s.plan
 
 
 def _ensure_canary(s: _Step, weight: int) -> Plan:

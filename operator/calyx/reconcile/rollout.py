@@ -21,7 +21,7 @@ from calyx.adapters.ledger_store import LedgerStore
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
-from calyx.domain.canary import ROLLOUT_LABEL, TRACK_LABEL, canary_name, snapshot_name
+from calyx.domain.canary import ROLLOUT_LABEL, TRACK_LABEL, canary_name, job_name, snapshot_name
 from calyx.domain.lease_plan import previously_accepted
 from calyx.domain.rollout_plan import (
     FINALIZER,
@@ -97,6 +97,9 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
     target = deps.kube.get_deployment(ns, target_name) if target_name else None
     canary = deps.kube.get_deployment(ns, canary_name(target_name)) if target_name else None
     snapshot = deps.kube.get_configmap(ns, snapshot_name(meta["name"]))
+    job = None
+    if status.get("phase") == "Validating" or (status.get("validation") or {}).get("job"):
+        job = deps.kube.get_job(ns, job_name(meta["name"]))
     observed = Observed(
         rollout=rollout,
         now=now,
@@ -110,6 +113,7 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
         target=target,
         canary=canary,
         snapshot=snapshot,
+        job=job,
     )
     if tick and deps.analyze is not None and status.get("phase") not in TERMINAL:
         outcome = deps.analyze(observed)
@@ -198,6 +202,10 @@ def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
             [{"op": "replace", "path": "/spec/template", "value": template}],
             "application/json-patch+json",
         )
+    elif kind == "CreateJob":
+        kube.create_job(ns, action.body)
+    elif kind == "DeleteJob":
+        kube.delete_job(ns, action.name)
     elif kind == "SetPaused":
         kube.patch_custom(ROLLOUTS, ns, meta["name"], {"spec": {"paused": action.paused}})
     else:  # pragma: no cover - the planner's Literal type lists every kind
