@@ -1,3 +1,4 @@
-"""Shared pytest wiring: the local control-plane fixtures live in tests/cluster/plugin.py."""
+"""Shared pytest wiring: the local control plane (tests/cluster) and real Prometheus with the
+traffic simulator (tests/prom)."""
 
-pytest_plugins = ["tests.cluster.plugin"]
+pytest_plugins = ["tests.cluster.plugin", "tests.prom.plugin"]

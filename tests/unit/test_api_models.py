@@ -394,7 +394,7 @@ ROLLOUT_BAD = [
     ("bad approval", _set("tiers.1.approval", "manual"), "spec.tiers[1].approval", "'Manual'"),
     ("interval 1", _set("analysis.intervalSeconds", 1), "spec.analysis.intervalSeconds", "2"),
     ("interval float", _set("analysis.intervalSeconds", 10.0), "intervalSeconds", "integer"),
-    ("failureLimit 0", _set("analysis.failureLimit", 0), "spec.analysis.failureLimit", "1"),
+    ("failureLimit -1", _set("analysis.failureLimit", -1), "spec.analysis.failureLimit", "0"),
     (
         "negative noData",
         _set("analysis.noData.rollbackAfterSeconds", -5),

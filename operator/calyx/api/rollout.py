@@ -204,8 +204,10 @@ class Analysis(SpecModel):
     ) = Field(default=None, alias="prometheusURL")
     """Prometheus base URL; omitted or empty means the operator's setting."""
 
-    failure_limit: Annotated[int, Field(ge=1, le=100)] = 1
-    """Consecutive breaching evaluations that trigger `onBreach` (1 = the first breach)."""
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = 1
+    """Consecutive breaching evaluations tolerated: `onBreach` fires on breach
+    number `failureLimit + 1` in a row; 0 acts on the first breach, 1 ignores a single
+    breaching sample."""
 
     no_data: Annotated[NoDataPolicy, Field(json_schema_extra={"default": {}})] = Field(
         default_factory=NoDataPolicy
@@ -396,8 +398,8 @@ class MetricSample(StatusModel):
 
     canary: float | None = None
     baseline: float | None = None
-    threshold: float | None = None
-    """The limit the value was compared against, in the metric's unit."""
+    threshold: str | None = None
+    """The limit the value was compared against, in words with its unit (e.g. `<= 10‰`)."""
 
     verdict: Verdict | None = None
 
@@ -420,18 +422,27 @@ class TierStatus(StatusModel):
     """Last values per metric (`tes`, `errorRate`, `cpu`, `memory`, custom names)."""
 
 
+class AnalysisState(StatusModel):
+    """The streaks compared with `failureLimit` and `noData.rollbackAfterSeconds`."""
+
+    consecutive_breaches: Annotated[int, Field(ge=0)] = 0
+    first_breach_at: Time | None = None
+    no_data_since: Time | None = None
+    last_pass_at: Time | None = None
+
+
 class AnalysisStatus(StatusModel):
     """The last evaluation, plus the counters that must survive an operator restart."""
 
     time: Time
     verdict: Verdict
-    message: LongText = ""
-    values: dict[str, MetricSample] | None = None
-    consecutive_breaches: Annotated[int, Field(ge=0)] | None = None
-    """Breaching evaluations in a row, compared with `failureLimit`."""
+    action: Literal["none", "hold", "rollback", "pause"] | None = None
+    """What the evaluation asked for: `hold` never advances a tier."""
 
-    no_data_since: Time | None = None
-    """Start of the current no-data streak, compared with `noData.rollbackAfterSeconds`."""
+    reason: LongText = ""
+    values: dict[str, MetricSample] | None = None
+    state: AnalysisState | None = None
+    """Counters that must survive an operator restart."""
 
 
 class RollbackStatus(StatusModel):

@@ -1,0 +1,570 @@
+"""Canary analysis: one evaluation of the metrics against the thresholds (DESIGN.md §2.2, §5).
+
+Pure: the reconciler queries Prometheus (``calyx.adapters.prometheus``), then hands the outcomes,
+the previous state and ``now`` to :func:`evaluate`, which says what the numbers mean and what to
+do. Keeping the judgement here makes every rule table-testable and lets the same code explain a
+decision in ``status.lastAnalysis``, Events and the report.
+
+The rules, in the words an SRE would use (docs/analysis.md has the long form):
+
+* A metric **breaches** when the canary is past its threshold: TES more than ``maxDropPercent``
+  below the baseline; error rate above ``maxPermille``; CPU or memory above ``maxPercent``; a
+  custom metric above ``max``. Exactly at the threshold passes.
+* A metric has **NoData** when its query returned nothing, several series, NaN/Inf or an error,
+  or (TES only) the baseline has no data. NoData is never a pass.
+* The evaluation's verdict is Breach if any metric breaches (missing data elsewhere must not mask
+  a breach), else NoData if any metric has no data, else Pass.
+* ``failureLimit`` is the number of consecutive breaching evaluations **tolerated**: ``onBreach``
+  fires when the streak exceeds it (default 1: a single breaching evaluation holds, the second in
+  a row rolls back). Only a Pass ends a streak; a NoData evaluation in between neither extends
+  nor ends it, because it did not show the canary healthy.
+* NoData holds the rollout (never advances); once some metric has been without data for
+  ``noData.rollbackAfterSeconds`` (0 = never) the rollout is rolled back, whatever ``onBreach``
+  says, because that field is explicitly "roll back after this".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, Protocol
+
+from calyx.domain.promql import (
+    DEFAULT_TEMPLATES,
+    TemplateError,
+    TemplateVars,
+    is_side_aware,
+    render,
+)
+from calyx.domain.timefmt import parse_time
+
+__all__ = [
+    "DEFAULTS",
+    "Action",
+    "AnalysisDecision",
+    "AnalysisError",
+    "AnalysisSettings",
+    "AnalysisState",
+    "MetricKind",
+    "MetricQueries",
+    "MetricResult",
+    "MetricSamples",
+    "MetricSpec",
+    "OutcomeKind",
+    "QueryOutcome",
+    "Verdict",
+    "breaches",
+    "estimate_breach_start",
+    "evaluate",
+    "parse_analysis",
+    "queries_for",
+]
+
+Verdict = Literal["Pass", "Breach", "NoData"]
+Action = Literal["none", "hold", "rollback", "pause"]
+MetricKind = Literal["tes", "errorRate", "cpu", "memory", "custom"]
+OutcomeKind = Literal["value", "empty", "non_scalar", "error"]
+OnBreach = Literal["Rollback", "Pause"]
+
+#: Defaults applied in code (DESIGN.md §2.2), so a Rollout read from a Git file, without the API
+#: server's schema defaults, behaves the same.
+DEFAULTS: Final[Mapping[str, int]] = {
+    "intervalSeconds": 10,
+    "windowSeconds": 30,
+    "failureLimit": 1,
+    "noData.rollbackAfterSeconds": 120,
+    "tes.maxDropPercent": 5,
+    "errorRate.maxPermille": 10,
+    "cpu.maxPercent": 90,
+    "memory.maxPercent": 90,
+}
+
+_LIMIT_FIELD: Final[Mapping[MetricKind, str]] = {
+    "tes": "maxDropPercent",
+    "errorRate": "maxPermille",
+    "cpu": "maxPercent",
+    "memory": "maxPercent",
+    "custom": "max",
+}
+_UNIT: Final[Mapping[MetricKind, str]] = {
+    "tes": "",
+    "errorRate": "‰",
+    "cpu": "%",
+    "memory": "%",
+    "custom": "",
+}
+
+
+class AnalysisError(ValueError):
+    """The analysis spec cannot be evaluated (bad field, bad template); message says which."""
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """What one PromQL query produced, as the adapter observed it.
+
+    ``value`` is set only for kind ``value`` and is always finite: the adapter turns NaN/Inf into
+    ``empty`` (0/0 means "no traffic in the window", not a number to compare).
+    """
+
+    kind: OutcomeKind
+    value: float | None = None
+    detail: str = ""
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, value: float, detail: str = "") -> QueryOutcome:
+        """A successful outcome (handy for tests and callers that computed a value)."""
+        return cls("value", float(value), detail)
+
+    @property
+    def has_value(self) -> bool:
+        return self.kind == "value" and self.value is not None and math.isfinite(self.value)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One configured metric with its defaults applied."""
+
+    name: str
+    """``tes``, ``errorRate``, ``cpu``, ``memory``, or the custom metric's name."""
+    kind: MetricKind
+    limit: int
+    """maxDropPercent (tes), maxPermille (errorRate), maxPercent (cpu, memory), max (custom)."""
+    query: str | None = None
+    """Override template; None means the default template (built-in metrics only)."""
+
+    @property
+    def template(self) -> str:
+        if self.query is not None:
+            return self.query
+        if self.kind == "custom":  # pragma: no cover - parse_analysis requires a query
+            raise AnalysisError(f"custom metric {self.name!r} has no query")
+        return DEFAULT_TEMPLATES[self.kind]
+
+    @property
+    def threshold_text(self) -> str:
+        """The threshold as written in the spec, e.g. ``max 10‰`` or ``max drop 5%``."""
+        if self.kind == "tes":
+            return f"max drop {self.limit}%"
+        return f"max {self.limit}{_UNIT[self.kind]}"
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """``spec.analysis`` (plus ``spec.onBreach``) with every default applied."""
+
+    interval_seconds: int = 10
+    window_seconds: int = 30
+    failure_limit: int = 1
+    no_data_rollback_after_seconds: int = 120
+    on_breach: OnBreach = "Rollback"
+    prometheus_url: str | None = None
+    metrics: tuple[MetricSpec, ...] = ()
+
+
+class _HasModelDump(Protocol):
+    def model_dump(self, *, by_alias: bool = ..., exclude_none: bool = ...) -> dict[str, Any]: ...
+
+
+def _int(spec: Mapping[str, Any], key: str, default: int, where: str, minimum: int = 0) -> int:
+    value = spec.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AnalysisError(f"{where}{key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise AnalysisError(f"{where}{key} must be at least {minimum}, got {value}")
+    return value
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AnalysisError(f"{where} must be an object, got {value!r}")
+    return value
+
+
+def _query(spec: Mapping[str, Any], where: str) -> str | None:
+    query = spec.get("query")
+    if query is None:
+        return None
+    if not isinstance(query, str) or not query.strip():
+        raise AnalysisError(f"{where}.query must be a non-empty string")
+    return query
+
+
+def parse_analysis(
+    analysis: Mapping[str, Any] | _HasModelDump | None, on_breach: str | None = "Rollback"
+) -> AnalysisSettings:
+    """Read ``spec.analysis`` (camelCase mapping or the pydantic model) into settings.
+
+    A built-in metric is checked when its key is present, even as ``{}`` (its default threshold
+    applies); absent means not checked, as in ``calyx.api.rollout.Analysis``. Custom metrics need
+    ``name``, ``query`` and ``max``.
+    """
+    if analysis is not None and not isinstance(analysis, Mapping):
+        analysis = analysis.model_dump(by_alias=True, exclude_none=True)
+    spec = _mapping(analysis, "analysis")
+    if on_breach not in (None, "Rollback", "Pause"):
+        raise AnalysisError(f"onBreach must be Rollback or Pause, got {on_breach!r}")
+    metrics: list[MetricSpec] = []
+    for kind in ("tes", "errorRate", "cpu", "memory"):
+        if kind not in spec:
+            continue
+        sub = _mapping(spec[kind], f"analysis.{kind}")
+        field_ = _LIMIT_FIELD[kind]
+        limit = _int(sub, field_, DEFAULTS[f"{kind}.{field_}"], f"analysis.{kind}.")
+        metrics.append(MetricSpec(kind, kind, limit, _query(sub, f"analysis.{kind}")))
+    seen: set[str] = set()
+    custom = spec.get("custom") or []
+    if not isinstance(custom, Sequence) or isinstance(custom, str):
+        raise AnalysisError("analysis.custom must be a list")
+    for i, item in enumerate(custom):
+        sub = _mapping(item, f"analysis.custom[{i}]")
+        name = sub.get("name")
+        if not isinstance(name, str) or not name:
+            raise AnalysisError(f"analysis.custom[{i}].name is required")
+        if name in seen:
+            raise AnalysisError(f"analysis.custom has a duplicate name {name!r}")
+        seen.add(name)
+        query = _query(sub, f"analysis.custom[{i}]")
+        if query is None:
+            raise AnalysisError(f"analysis.custom[{i}].query is required")
+        if "max" not in sub:
+            raise AnalysisError(f"analysis.custom[{i}].max is required")
+        limit = _int(sub, "max", 0, f"analysis.custom[{i}].", minimum=-(2**63))
+        metrics.append(MetricSpec(name, "custom", limit, query))
+    no_data = _mapping(spec.get("noData"), "analysis.noData")
+    url = spec.get("prometheusURL")
+    return AnalysisSettings(
+        interval_seconds=_int(spec, "intervalSeconds", 10, "analysis.", minimum=2),
+        window_seconds=_int(spec, "windowSeconds", 30, "analysis.", minimum=1),
+        failure_limit=_int(spec, "failureLimit", 1, "analysis."),
+        no_data_rollback_after_seconds=_int(
+            no_data, "rollbackAfterSeconds", 120, "analysis.noData."
+        ),
+        on_breach="Pause" if on_breach == "Pause" else "Rollback",
+        prometheus_url=url if isinstance(url, str) and url else None,
+        metrics=tuple(metrics),
+    )
+
+
+@dataclass(frozen=True)
+class MetricQueries:
+    """The rendered PromQL for one metric: canary always, baseline when it means something."""
+
+    metric: MetricSpec
+    canary: str
+    baseline: str | None
+
+
+def queries_for(settings: AnalysisSettings, variables: TemplateVars) -> tuple[MetricQueries, ...]:
+    """Render every metric's canary and baseline query.
+
+    The baseline is queried for every side-aware template (``{{ pod_regex }}``): TES needs it to
+    judge, the others show it next to the canary value for context. A TES override must be
+    side-aware, since a TES without a baseline cannot be judged.
+    """
+    out: list[MetricQueries] = []
+    for metric in settings.metrics:
+        template = metric.template
+        side_aware = is_side_aware(template)
+        if metric.kind == "tes" and not side_aware:
+            raise AnalysisError(
+                "analysis.tes.query must use {{ pod_regex }}: TES is judged against the baseline"
+            )
+        try:
+            canary = render(template, variables.for_side("canary"))
+            baseline = render(template, variables.for_side("baseline")) if side_aware else None
+        except TemplateError as exc:
+            raise AnalysisError(f"{metric.name} query: {exc}") from exc
+        out.append(MetricQueries(metric, canary, baseline))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class MetricSamples:
+    """The outcomes of one metric's queries at this evaluation."""
+
+    canary: QueryOutcome
+    baseline: QueryOutcome | None = None
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.0f}" if abs(value) >= 100 or value == int(value) else f"{value:.3g}"
+    return f"{text}{unit}"
+
+
+def _round(value: float | None) -> int | float | None:
+    """Status-friendly number: integers stay integers, others keep 3 decimals."""
+    if value is None:
+        return None
+    r = round(value, 3)
+    return int(r) if r == int(r) else r
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric's verdict with the numbers behind it."""
+
+    name: str
+    kind: MetricKind
+    canary: float | None
+    baseline: float | None
+    threshold: str
+    verdict: Verdict
+    detail: str
+    """One line for an SRE, e.g. ``errorRate canary 23‰ > max 10‰ (baseline 1‰)``."""
+
+    def to_status(self) -> dict[str, Any]:
+        """The entry under ``status.lastAnalysis.values`` / ``status.tiers[].metrics``."""
+        out: dict[str, Any] = {"verdict": self.verdict, "threshold": self.threshold}
+        if self.canary is not None:
+            out["canary"] = _round(self.canary)
+        if self.baseline is not None:
+            out["baseline"] = _round(self.baseline)
+        return out
+
+
+def breaches(metric: MetricSpec, canary: float, baseline: float | None) -> bool | None:
+    """Whether ``canary`` is past the metric's threshold; None when it cannot be judged.
+
+    The single definition of a breach, used both for the evaluation and to find the first
+    breaching sample in a range query (:func:`estimate_breach_start`).
+    """
+    if metric.kind == "tes":
+        if baseline is None:
+            return None
+        return canary < baseline * (1 - metric.limit / 100)
+    return canary > metric.limit
+
+
+def _judge(metric: MetricSpec, samples: MetricSamples | None) -> MetricResult:
+    unit = _UNIT[metric.kind]
+    name, threshold = metric.name, metric.threshold_text
+    if samples is None:
+        return MetricResult(
+            name, metric.kind, None, None, threshold, "NoData", f"{name}: not queried"
+        )
+    canary_o, baseline_o = samples.canary, samples.baseline
+    canary = canary_o.value if canary_o.has_value else None
+    baseline = baseline_o.value if baseline_o is not None and baseline_o.has_value else None
+    base_text = f" (baseline {_fmt(baseline, unit)})" if baseline is not None else ""
+    if canary is None:
+        why = canary_o.detail or canary_o.kind
+        return MetricResult(
+            name, metric.kind, None, baseline, threshold, "NoData",
+            f"{name}: no data for canary ({why})",
+        )  # fmt: skip
+    if metric.kind == "tes" and baseline is None:
+        why = (baseline_o.detail or baseline_o.kind) if baseline_o is not None else "not queried"
+        return MetricResult(
+            name, metric.kind, canary, None, threshold, "NoData",
+            f"tes: no data for baseline ({why}); canary {_fmt(canary)}",
+        )  # fmt: skip
+    breach = breaches(metric, canary, baseline)
+    if metric.kind == "tes":
+        assert baseline is not None
+        floor = baseline * (1 - metric.limit / 100)
+        drop = (baseline - canary) / baseline * 100 if baseline else 0.0
+        rel = f"{drop:.1f}% below" if drop >= 0 else f"{-drop:.1f}% above"
+        op = "<" if breach else ">="
+        detail = (
+            f"tes canary {_fmt(canary)} is {rel} baseline {_fmt(baseline)} "
+            f"({op} floor {_fmt(floor)}, {threshold})"
+        )
+    else:
+        op = ">" if breach else "<="
+        detail = f"{name} canary {_fmt(canary, unit)} {op} {threshold}{base_text}"
+    verdict: Verdict = "Breach" if breach else "Pass"
+    return MetricResult(name, metric.kind, canary, baseline, threshold, verdict, detail)
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class AnalysisState:
+    """What one evaluation carries to the next (stored in the Rollout's status, crash-safe)."""
+
+    consecutive_breaches: int = 0
+    first_breach_at: datetime | None = None
+    """Evaluation time of the first breaching evaluation of the current streak."""
+    no_data_since: datetime | None = None
+    """Evaluation time since which some metric has had no data, continuously."""
+    last_pass_at: datetime | None = None
+    """Last evaluation with verdict Pass: no breaching sample can be older than this."""
+
+    def to_status(self) -> dict[str, Any]:
+        """camelCase, RFC 3339 with milliseconds (sub-second detection times matter)."""
+        out: dict[str, Any] = {"consecutiveBreaches": self.consecutive_breaches}
+        for key, value in (
+            ("firstBreachAt", self.first_breach_at),
+            ("noDataSince", self.no_data_since),
+            ("lastPassAt", self.last_pass_at),
+        ):
+            if value is not None:
+                out[key] = _time(value)
+        return out
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> AnalysisState:
+        """Inverse of :meth:`to_status`; tolerant of missing fields (a fresh Rollout)."""
+        status = status or {}
+
+        def when(key: str) -> datetime | None:
+            value = status.get(key)
+            return None if value in (None, "") else parse_time(value, field=key)
+
+        count = status.get("consecutiveBreaches", 0)
+        return cls(
+            consecutive_breaches=count if isinstance(count, int) and count > 0 else 0,
+            first_breach_at=when("firstBreachAt"),
+            no_data_since=when("noDataSince"),
+            last_pass_at=when("lastPassAt"),
+        )
+
+
+@dataclass(frozen=True)
+class AnalysisDecision:
+    """The outcome of one evaluation: verdict, per-metric results, next state, what to do."""
+
+    time: datetime
+    verdict: Verdict
+    action: Action
+    results: tuple[MetricResult, ...]
+    state: AnalysisState
+    reason: str
+    """One line: why this action (the breaching metrics' details, or the NoData story)."""
+    cause: Literal["breach", "no_data"] | None = None
+    """Set when action is rollback or pause: what triggered it."""
+    breaching: tuple[str, ...] = field(default=())
+    """Names of the metrics that breached at this evaluation."""
+
+    @property
+    def first_breach_at(self) -> datetime | None:
+        return self.state.first_breach_at
+
+    def to_status(self) -> dict[str, Any]:
+        """``status.lastAnalysis``: ``{time, verdict, values: {metric: {...}}}`` plus state."""
+        return {
+            "time": _time(self.time),
+            "verdict": self.verdict,
+            "action": self.action,
+            "reason": self.reason,
+            "values": {r.name: r.to_status() for r in self.results},
+            "state": self.state.to_status(),
+        }
+
+
+def evaluate(
+    settings: AnalysisSettings,
+    samples: Mapping[str, MetricSamples],
+    state: AnalysisState,
+    now: datetime,
+) -> AnalysisDecision:
+    """Judge one evaluation's samples (keyed by metric name) and decide the action.
+
+    ``now`` is the evaluation time (aware). A configured metric missing from ``samples`` counts
+    as NoData: the caller failed to query it, which is not evidence of health.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    results = tuple(_judge(m, samples.get(m.name)) for m in settings.metrics)
+    breached = tuple(r.name for r in results if r.verdict == "Breach")
+    missing = [r for r in results if r.verdict == "NoData"]
+    verdict: Verdict = "Breach" if breached else ("NoData" if missing else "Pass")
+
+    if verdict == "Pass":
+        new_state = AnalysisState(last_pass_at=now)
+        return AnalysisDecision(now, "Pass", "none", results, new_state, _pass_reason(results))
+
+    no_data_since = (state.no_data_since or now) if missing else None
+    new_state = replace(state, no_data_since=no_data_since)
+    if breached:
+        new_state = replace(
+            new_state,
+            consecutive_breaches=state.consecutive_breaches + 1,
+            first_breach_at=state.first_breach_at or now,
+        )
+    details = "; ".join(r.detail for r in results if r.verdict == "Breach")
+    count, limit = new_state.consecutive_breaches, settings.failure_limit
+
+    if breached and count > limit:
+        action: Action = "pause" if settings.on_breach == "Pause" else "rollback"
+        reason = f"{details} — {count} consecutive breaching evaluations (failureLimit {limit})"
+        return AnalysisDecision(
+            now, verdict, action, results, new_state, reason, "breach", breached
+        )
+
+    after = settings.no_data_rollback_after_seconds
+    if no_data_since is not None and after > 0 and now - no_data_since >= timedelta(seconds=after):
+        lasted = int((now - no_data_since).total_seconds())
+        nd = "; ".join(r.detail for r in missing)
+        reason = f"no data for {lasted}s (noData.rollbackAfterSeconds {after}): {nd}"
+        return AnalysisDecision(
+            now, verdict, "rollback", results, new_state, reason, "no_data", breached
+        )
+
+    if breached:
+        reason = f"{details} — breach {count} of {limit} tolerated, holding"
+    else:
+        held = int((now - no_data_since).total_seconds()) if no_data_since else 0
+        limit_text = f"rollback after {after}s" if after > 0 else "never rolls back for no data"
+        nd = "; ".join(r.detail for r in missing)
+        reason = f"{nd} — holding (no data for {held}s, {limit_text})"
+    return AnalysisDecision(now, verdict, "hold", results, new_state, reason, None, breached)
+
+
+def _pass_reason(results: Sequence[MetricResult]) -> str:
+    if not results:
+        return "no metrics configured"
+    return "; ".join(r.detail for r in results)
+
+
+def estimate_breach_start(
+    metric: MetricSpec,
+    canary: Sequence[tuple[float, float]],
+    baseline: Sequence[tuple[float, float]] | None,
+    *,
+    not_before: datetime | None,
+    fallback: datetime,
+) -> datetime:
+    """When the breach began: the first sample of the final breaching run in a range query.
+
+    The evaluator only sees values at evaluation times, so a breach that started just after an
+    evaluation is seen up to one interval later. To report ``breachAt`` honestly the reconciler
+    re-runs the breaching metric's queries with ``query_range`` over ``[not_before, detection]``
+    at the scrape step; the earliest timestamp from which every point breaches is when the
+    breaching sample became queryable. ``canary``/``baseline`` are ``(unix seconds, value)``
+    points; TES compares point-wise with the baseline at the same timestamp. Points at or before
+    ``not_before`` (the last passing evaluation) are ignored. Without usable points the answer is
+    ``fallback`` (the first breaching evaluation), i.e. detection delay then reads as zero and
+    the estimate errs on the side of claiming less, never more, than was measured.
+    """
+    base = dict(baseline or ())
+    floor = not_before.timestamp() if not_before is not None else -math.inf
+    start: float | None = None
+    for ts, value in sorted(canary):
+        if ts <= floor or not math.isfinite(value):
+            continue
+        ref = base.get(ts)
+        verdict = breaches(metric, value, ref if ref is not None and math.isfinite(ref) else None)
+        if verdict:
+            if start is None:
+                start = ts
+        elif verdict is not None:
+            start = None
+    if start is None:
+        return fallback
+    found = datetime.fromtimestamp(start, tz=UTC)
+    return min(found, fallback)

@@ -1,0 +1,1 @@
+"""Tests against real Prometheus and the traffic simulator, without Kubernetes."""
