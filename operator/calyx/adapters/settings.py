@@ -23,6 +23,8 @@ class Settings:
     lease_recheck_seconds: float = 2.0
     # The Rollout timer: soak ends, approvals, readiness and analysis are checked this often.
     rollout_tick_seconds: float = 1.0
+    # Port of the operator's own /metrics (0 disables it, e.g. for several operators in tests).
+    metrics_port: int = 9100
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -37,6 +39,7 @@ class Settings:
             lease_recheck_seconds=float(
                 e.get("CALYX_LEASE_RECHECK_SECONDS", str(d.lease_recheck_seconds))
             ),
+            metrics_port=int(e.get("CALYX_METRICS_PORT", str(d.metrics_port))),
             rollout_tick_seconds=float(
                 e.get("CALYX_ROLLOUT_TICK_SECONDS", str(d.rollout_tick_seconds))
             ),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -15,9 +16,11 @@ from calyx.adapters.cm_watch import ConfigMapCache
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import GROUP, LEASES, ROLLOUTS, VERSION, Kube, api_client
 from calyx.adapters.ledger_store import LedgerStore
+from calyx.adapters.metrics import start_metrics_server
 from calyx.adapters.settings import Settings
 from calyx.adapters.trust_store import trust_store_from_configmap
 from calyx.domain.ledger import parse_ledger
+from calyx.reconcile.analysis import AnalysisRunner
 from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
 from calyx.reconcile.locks import KeyedLocks
 from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, reconcile_rollout
@@ -74,12 +77,16 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         ledger=LedgerStore(kube, cfg),
         clock=_utcnow,
         locks=RT.lease.locks,
+        analyze=AnalysisRunner(cfg.prometheus_url),
     )
+    if cfg.metrics_port:
+        start_metrics_server(cfg.metrics_port)
     trust_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
     ledger_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
     sweeper = Sweeper("leases", cfg.lease_recheck_seconds, lambda: reconcile_all_leases(RT.lease))
+    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
     rollout_sweeper = Sweeper(
-        "rollouts", cfg.rollout_tick_seconds, lambda: reconcile_all_rollouts(RT.rollout)
+        "rollouts", cfg.rollout_tick_seconds, lambda: reconcile_all_rollouts(RT.rollout, pool=pool)
     )
     RT.background = [trust_cache, ledger_cache, sweeper, rollout_sweeper]
     for part in RT.background:

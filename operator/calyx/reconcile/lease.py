@@ -15,6 +15,7 @@ from typing import Any
 
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import LEASES, Kube, is_not_found
+from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.domain.lease_plan import (
@@ -87,6 +88,7 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
         ledger=ledger,
         previously_accepted=previously_accepted(prev),
     )
+    METRICS.record_signature(verdict.phase)
     holder = ledger.get(verdict.digest)
     consumed_by = {"name": holder.rollout, "uid": holder.rollout_uid} if holder else None
     return plan_lease_status(

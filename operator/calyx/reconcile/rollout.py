@@ -12,12 +12,14 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, is_not_found
 from calyx.adapters.ledger_store import LedgerStore
+from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
@@ -29,6 +31,7 @@ from calyx.domain.rollout_plan import (
     AnalysisOutcome,
     Observed,
     Plan,
+    parse_stamp,
     plan_rollout,
     stamp,
 )
@@ -134,9 +137,15 @@ def apply(deps: RolloutDeps, rollout: Mapping[str, Any], plan: Plan) -> None:
         _do(deps, rollout, action)
     if plan.stamp_reverted:
         rb = dict(plan.status.get("rollback") or {})
-        rb["revertedAt"] = stamp(deps.clock())
+        reverted = deps.clock()
+        rb["revertedAt"] = stamp(reverted)
         plan.status["rollback"] = rb
         patch = status_patch(prev, plan.status)
+        breach = parse_stamp(rb.get("breachAt"))
+        METRICS.record_rollback(
+            str(rb.get("trigger")),
+            (reverted - breach).total_seconds() if breach else None,
+        )
     if patch is not None:
         deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
     for ev in plan.events:
@@ -244,13 +253,32 @@ def reconcile_rollout(
         log.warning("%s/%s: still changing after %d passes", namespace, name, MAX_PASSES)
 
 
-def reconcile_all_rollouts(deps: RolloutDeps, tick: bool = True) -> None:
-    for body in deps.kube.list_custom(ROLLOUTS):
-        meta = body["metadata"]
-        phase = (body.get("status") or {}).get("phase")
-        if phase in TERMINAL and FINALIZER not in (meta.get("finalizers") or []):
-            continue
+def reconcile_all_rollouts(
+    deps: RolloutDeps, tick: bool = True, pool: ThreadPoolExecutor | None = None
+) -> None:
+    """One timer sweep over every Rollout that still has work (in parallel when given a pool:
+    each Rollout's pass is mostly waiting on the API server and Prometheus)."""
+    bodies = deps.kube.list_custom(ROLLOUTS)
+    phases: dict[str, int] = {}
+    for body in bodies:
+        key = str((body.get("status") or {}).get("phase") or "Pending")
+        phases[key] = phases.get(key, 0) + 1
+    METRICS.set_rollouts_by_phase(phases)
+    active = [
+        b["metadata"]
+        for b in bodies
+        if (b.get("status") or {}).get("phase") not in TERMINAL
+        or FINALIZER in (b["metadata"].get("finalizers") or [])
+    ]
+
+    def one(meta: Mapping[str, Any]) -> None:
         try:
             reconcile_rollout(deps, meta["namespace"], meta["name"], tick=tick)
         except Exception:
             log.exception("reconciling rollout %s/%s failed", meta["namespace"], meta["name"])
+
+    if pool is None:
+        for meta in active:
+            one(meta)
+    else:
+        list(pool.map(one, active))
