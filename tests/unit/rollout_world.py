@@ -17,7 +17,9 @@ from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.canary import canary_name, snapshot_name
 from calyx.domain.ledger import LedgerEntry, decide_claim
+from calyx.domain.risk import recommended_tiers
 from calyx.domain.rollout_plan import (
+    DEFAULT_TIERS,
     AnalysisOutcome,
     Observed,
     Plan,
@@ -118,6 +120,7 @@ class World:
         self.actions: list[str] = []
         self.auto_ready = True
         self.analysis: AnalysisOutcome | None = None
+        self.risk: dict[str, Any] | None = None
         self.writes_while_invalid: list[str] = []
 
     # --- world mechanics ------------------------------------------------------------------
@@ -175,6 +178,8 @@ class World:
             canary=copy.deepcopy(self.canary),
             snapshot=self.snapshot,
             job=copy.deepcopy(self.job),
+            risk=self.risk,
+            default_tiers=recommended_tiers(self.risk["level"]) if self.risk else DEFAULT_TIERS,
             analysis=self.analysis,
         )
 

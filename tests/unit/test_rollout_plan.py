@@ -421,3 +421,24 @@ def test_post_deploy_job_timeout_rolls_back_and_deletes_the_job() -> None:
     assert w.rollout["status"]["validation"]["result"] == "TimedOut"
     assert w.job is None
     assert "did not finish within 30s" in w.rollout["status"]["rollback"]["reason"]
+
+
+def test_high_risk_without_spec_tiers_needs_approval_for_every_tier() -> None:
+    w = World(tiers=[])
+    del w.rollout["spec"]["tiers"]
+    w.risk = {
+        "score": 80,
+        "level": "High",
+        "factors": [{"name": "latest-tag", "points": 30, "detail": "app uses :latest"}],
+    }
+    w.run()
+    st = w.rollout["status"]
+    assert st["risk"]["level"] == "High"
+    assert w.phase == "WaitingForApproval" and w.canary is None  # even the first tier
+    assert [t["weight"] for t in st["tiers"]] == [5, 25, 100]
+    w.approve("alice", 5)
+    w.run()
+    assert w.phase == "Progressing" and w.canary_replicas() == 1
+    w.risk = {"score": 0, "level": "Low", "factors": []}  # risk is fixed once stored
+    w.run()
+    assert w.rollout["status"]["risk"]["level"] == "High"

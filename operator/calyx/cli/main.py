@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from calyx import __version__
-from calyx.cli import keys, lease_cmds, rollout_cmds, trust_cmds
+from calyx.cli import keys, lease_cmds, report_cmds, rollout_cmds, trust_cmds
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
 
@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     stp.add_argument("name")
     stp.add_argument("-w", "--watch", action="store_true", help="follow until it ends")
     stp.add_argument("--interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    rp = sub.add_parser("report", parents=[common], help="show a rollout's deployment report")
+    rp.add_argument("name", nargs="?")
+    rp.add_argument("--format", choices=["md", "json"], default="md")
+    rp.add_argument("-f", "--file", help="a saved report.json or report ConfigMap (offline)")
+    au = sub.add_parser("audit", help="the hash-chained audit trail")
+    asub = au.add_subparsers(dest="audit_verb", required=True, metavar="ACTION")
+    av = asub.add_parser("verify", parents=[common], help="verify a rollout's audit chain")
+    av.add_argument("name", nargs="?")
+    av.add_argument("-f", "--file", help="a saved audit.jsonl, report.json or ConfigMap")
+    av.add_argument("--expect-head", help="the chain head you recorded elsewhere")
     return p
 
 
@@ -158,6 +168,11 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
         return rollout_cmds.cmd_force_rollback(ctx, args), 0
     if args.verb == "status":
         return rollout_cmds.cmd_status(ctx, args), 0
+    if args.verb == "report":
+        return report_cmds.cmd_report(ctx, args), 0
+    if args.verb == "audit":
+        text, ok = report_cmds.cmd_audit_verify(ctx, args)
+        return text, 0 if ok else 1
     raise CliError(f"unknown verb {args.verb}")
 
 

@@ -212,6 +212,8 @@ def plan_rollout(o: Observed) -> Plan:
         s.phase(phase or "WaitingForLease", o.spec_error)
         return s.done()
 
+    if o.risk and not st.get("risk") and not started:
+        st["risk"] = dict(o.risk)
     tiers = tiers_in_force(o)
     _record_tiers(s, tiers)
 

@@ -25,7 +25,10 @@ from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.canary import ROLLOUT_LABEL, TRACK_LABEL, canary_name, job_name, snapshot_name
 from calyx.domain.lease_plan import previously_accepted
+from calyx.domain.risk import assess, recommended_tiers
+from calyx.domain.risk import to_status as risk_status
 from calyx.domain.rollout_plan import (
+    DEFAULT_TIERS,
     FINALIZER,
     TERMINAL,
     AnalysisOutcome,
@@ -38,9 +41,11 @@ from calyx.domain.rollout_plan import (
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
 from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.report import write_report
 from calyx.reconcile.status import status_patch
 
 log = logging.getLogger("calyx.rollout")
+RECENT_ROLLBACK_DAYS = 7
 MAX_PASSES = 12
 
 
@@ -103,8 +108,15 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
     job = None
     if status.get("phase") == "Validating" or (status.get("validation") or {}).get("job"):
         job = deps.kube.get_job(ns, job_name(meta["name"]))
+    risk = status.get("risk")
+    if risk is None and lease_spec is not None and target is not None:
+        risk = assess_risk(
+            deps.kube, rollout, lease, target, spec.tiers[0].weight if spec.tiers else 5, now
+        )
     observed = Observed(
         rollout=rollout,
+        risk=risk,
+        default_tiers=recommended_tiers(risk["level"]) if risk else DEFAULT_TIERS,
         now=now,
         spec=spec,
         lease=lease,
@@ -125,7 +137,49 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
     return observed
 
 
-def apply(deps: RolloutDeps, rollout: Mapping[str, Any], plan: Plan) -> None:
+def assess_risk(
+    kube: Kube,
+    rollout: Mapping[str, Any],
+    lease: Mapping[str, Any] | None,
+    target: Mapping[str, Any],
+    first_weight: int,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """``status.risk`` for a Rollout about to start (DESIGN §6): computed once and stored, so
+    the tier plan it recommends cannot change under a running rollout."""
+    ns = rollout["metadata"]["namespace"]
+    tname = target["metadata"]["name"]
+    since = now - dt.timedelta(days=RECENT_ROLLBACK_DAYS)
+    recent = 0
+    for other in kube.list_custom(ROLLOUTS, ns):
+        st = other.get("status") or {}
+        when = parse_stamp((st.get("rollback") or {}).get("verifiedAt"))
+        if (
+            st.get("phase") == "RolledBack"
+            and (st.get("target") or {}).get("name") == tname
+            and when is not None
+            and when >= since
+        ):
+            recent += 1
+    spec = (lease or {}).get("spec") or {}
+    assessment = assess(
+        current_containers=target["spec"]["template"]["spec"].get("containers") or [],
+        change=spec.get("change", {}).get("containers") or [],
+        replicas=int(target["spec"].get("replicas", 1)),
+        recent_rollbacks=recent,
+        constraints=spec.get("constraints"),
+        first_weight=first_weight,
+        rollback_window_days=RECENT_ROLLBACK_DAYS,
+    )
+    return risk_status(assessment)
+
+
+def apply(
+    deps: RolloutDeps,
+    rollout: Mapping[str, Any],
+    plan: Plan,
+    observed_lease: Mapping[str, Any] | None = None,
+) -> None:
     meta = rollout["metadata"]
     ns, name = meta["namespace"], meta["name"]
     prev = rollout.get("status") or {}
@@ -147,7 +201,12 @@ def apply(deps: RolloutDeps, rollout: Mapping[str, Any], plan: Plan) -> None:
             (reverted - breach).total_seconds() if breach else None,
         )
     if patch is not None:
-        deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
+        updated = deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
+        if plan.events or plan.status.get("phase") != prev.get("phase"):
+            try:
+                write_report(deps.kube, updated, observed_lease, plan.events, deps.clock())
+            except Exception:  # the report must never block a rollback; next pass retries
+                log.exception("%s/%s: writing the report failed", ns, name)
     for ev in plan.events:
         deps.events.emit(rollout, ev.type, ev.reason, ev.message)
 
@@ -243,7 +302,7 @@ def reconcile_rollout(
             if not plan.actions and not changed:
                 return
             try:
-                apply(deps, rollout, plan)
+                apply(deps, rollout, plan, observed.lease)
             except Exception as exc:
                 if is_not_found(exc) and not plan.actions:
                     return

@@ -1,0 +1,73 @@
+"""The audit chain and the deployment report (DESIGN §7, §8), written as decisions happen.
+
+Each Event a pass announces becomes one hash-chained record, printed to stdout (the copy that
+lives outside the cluster) and appended to ConfigMap ``<rollout>-report`` together with a fresh
+``report.json`` / ``report.md``. The ConfigMap write is a compare-and-swap, so two writers can
+never fork the chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from calyx.adapters.kube import Kube, is_conflict
+from calyx.domain import audit
+from calyx.domain.report import build_report, configmap_body, configmap_data, configmap_name
+from calyx.domain.rollout_plan import Event
+
+AUDIT_KEY = "audit.jsonl"
+
+
+def write_report(
+    kube: Kube,
+    rollout: Mapping[str, Any],
+    lease: Mapping[str, Any] | None,
+    events: Sequence[Event],
+    now: dt.datetime,
+    out: Any = None,
+) -> None:
+    """Append one record per Event (and the Lease's story first) and rewrite the report."""
+    meta = rollout["metadata"]
+    ns, name = meta["namespace"], configmap_name(meta["name"])
+    stream = out or sys.stdout
+    for _ in range(10):
+        cm = kube.get_configmap(ns, name)
+        chain = audit.parse_jsonl(((cm or {}).get("data") or {}).get(AUDIT_KEY) or "")
+        new: list[dict[str, Any]] = []
+        if lease is not None and (lease.get("status") or {}).get("phase") in (
+            "Verified",
+            "Consumed",
+        ):
+            new += audit.lease_records(chain, lease=lease, time=now)
+        for ev in events:
+            new.append(
+                audit.append(
+                    chain + new,
+                    time=now,
+                    event=ev.audit or None,
+                    reason=ev.reason,
+                    type=ev.type,
+                    obj=rollout,
+                    message=ev.message,
+                )
+            )
+        chain = chain + new
+        report_json, report_md = build_report(rollout=rollout, lease=lease, chain=chain, now=now)
+        body = configmap_body(rollout, configmap_data(report_json, report_md, chain))
+        try:
+            if cm is None:
+                kube.create_configmap(ns, body)
+            else:
+                body["metadata"]["resourceVersion"] = cm["metadata"]["resourceVersion"]
+                kube.replace_configmap(ns, name, body)
+        except Exception as exc:
+            if is_conflict(exc):
+                continue
+            raise
+        for rec in new:
+            print(audit.log_line(rec), file=stream, flush=True)
+        return
+    raise RuntimeError(f"report {ns}/{name} kept changing; will retry on the next pass")
