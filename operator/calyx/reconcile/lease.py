@@ -101,14 +101,20 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
 
 
 def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
-    """Observe → plan → apply for one Lease; a no-op when the stored status is already right."""
+    """Observe → plan → apply for one Lease; a no-op when the stored status is already right.
+
+    The Lease is re-read inside the per-object lock: the watch event, the sweep and the
+    trust-store listener may each hold an older copy, and planning from a copy that predates
+    the last status write would announce the same transition twice.
+    """
     meta = body["metadata"]
-    if meta.get("deletionTimestamp"):
-        return
     ns, name = meta["namespace"], meta["name"]
     with deps.locks.hold(f"lease/{ns}/{name}"):
-        result = plan(deps, body)
-        patch = status_patch(body.get("status") or {}, result.status)
+        fresh = deps.kube.get_custom(LEASES, ns, name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        result = plan(deps, fresh)
+        patch = status_patch(fresh.get("status") or {}, result.status)
         if patch is None:
             return
         try:
@@ -118,7 +124,7 @@ def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
                 return
             raise
         for ev in result.events:
-            deps.events.emit(body, ev.type, ev.reason, ev.message)
+            deps.events.emit(fresh, ev.type, ev.reason, ev.message)
 
 
 def reconcile_all_leases(deps: LeaseDeps) -> None:

@@ -290,10 +290,9 @@ def reconcile_rollout(
 ) -> None:
     """Run passes until the plan is empty; analysis (when due) only on the first, timer pass."""
     with deps.locks.hold(f"rollout/{namespace}/{name}"):
-        rollout = body
         for i in range(MAX_PASSES):
-            if rollout is None or i > 0:
-                rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
+            # Always re-read inside the lock: ``body`` may predate another pass's writes.
+            rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
             if rollout is None:
                 return
             observed = observe(deps, rollout, tick=tick and i == 0)
