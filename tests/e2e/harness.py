@@ -38,6 +38,14 @@ SEEDS = {
 ROLES = {"alice": "human", "bob": "human", "sentinel": "agent", "watcher": "agent"}
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -164,6 +172,7 @@ class OperatorProcess:
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = free_port()
 
     @property
     def log_path(self) -> Path:
@@ -178,6 +187,7 @@ class OperatorProcess:
             "CALYX_NAMESPACE": OPERATOR_NS,
             "CALYX_LEASE_RECHECK_SECONDS": "1",
             "CALYX_ROLLOUT_TICK_SECONDS": "0.5",
+            "CALYX_METRICS_PORT": str(self.metrics_port),
             **self.extra_env,
         }
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process

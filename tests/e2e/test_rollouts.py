@@ -71,7 +71,9 @@ def now_stamp() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def assert_restored(kube: Kube, ns: str, name: str = "r1") -> None:
+def assert_restored(
+    kube: Kube, ns: str, name: str = "r1", max_revert_seconds: float | None = 1.0
+) -> None:
     st = rollout_status(kube, ns, name)
     snap = kube.get_configmap(ns, f"{name}-snapshot")
     assert snap is not None, "snapshot ConfigMap lost"
@@ -82,7 +84,8 @@ def assert_restored(kube: Kube, ns: str, name: str = "r1") -> None:
     assert deployment(kube, ns, "checkout-canary") is None
     rb = st["rollback"]
     assert rb["detectedAt"] and rb["revertedAt"] and rb["verifiedAt"]
-    assert rb["revertSeconds"] < 1.0, rb
+    if max_revert_seconds is not None:
+        assert rb["revertSeconds"] < max_revert_seconds, rb
 
 
 def test_happy_path_20_replicas(
@@ -406,14 +409,18 @@ def test_crash_mid_rollback(
     op.restart()
     try:
         cli(trust, "force-rollback", "r1", "-n", ns)
-        wait_for("operator to die mid-rollback", lambda: not op.alive(), timeout=30)
+        try:
+            wait_for("operator to die mid-rollback", lambda: not op.alive(), timeout=30)
+        except AssertionError:
+            raise AssertionError(op.log_text()[-3000:]) from None
         assert rollout_status(kube, ns, "r1")["phase"] == "RollingBack"
         op.extra_env = {}
         op.start()
         wait_phase(kube, ns, "r1", "RolledBack", timeout=30)
-        assert_restored(kube, ns)
+        assert_restored(kube, ns, max_revert_seconds=None)  # includes the operator's downtime
         rs = reasons(kube, ns, "r1")
         assert rs.count("RollbackComplete") == 1, rs
+        assert rs.count("RolledBack") == 1, rs
     finally:
         op.extra_env = {}
         if not op.alive():

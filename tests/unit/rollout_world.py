@@ -187,7 +187,7 @@ class World:
         o = self.observe()
         plan = plan_rollout(o)
         lease_valid = o.verdict is not None and o.verdict.valid
-        if plan.status_first and not crash_before_status:
+        if plan.status_first:  # written before the actions, so a crash after them keeps it
             self.rollout["status"] = copy.deepcopy(plan.status)
         for a in plan.actions:
             self.actions.append(a.kind)

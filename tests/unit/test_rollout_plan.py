@@ -442,3 +442,18 @@ def test_high_risk_without_spec_tiers_needs_approval_for_every_tier() -> None:
     w.risk = {"score": 0, "level": "Low", "factors": []}  # risk is fixed once stored
     w.run()
     assert w.rollout["status"]["risk"]["level"] == "High"
+
+
+def test_crash_between_rollback_decision_and_revert_stamp_still_records_timings() -> None:
+    w = World()
+    w.run()
+    w.rollout["metadata"]["annotations"][FORCE_ROLLBACK] = "now"
+    w.step(crash_before_status=True)  # decision stored first, revert issued, then death
+    assert w.phase == "RollingBack" and "revertedAt" not in w.rollout["status"]["rollback"]
+    w.advance(3)
+    w.run()
+    rb = w.rollout["status"]["rollback"]
+    assert w.phase == "RolledBack" and rb["revertedAt"] and rb["verifiedAt"]
+    assert rb["revertSeconds"] >= 3  # honest: includes the downtime
+    assert w.reasons().count("RollbackComplete") == 1
+    assert w.reasons().count("RolledBack") == 1  # the dead pass never announced it

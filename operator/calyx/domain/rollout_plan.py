@@ -730,9 +730,20 @@ def _continue_rollback(s: _Step) -> Plan:
     o = s.o
     st = s.status
     _revert_actions(s)
-    if s.plan.actions:
-        return s.plan
     rb = dict(st.get("rollback") or {})
+    if not rb.get("revertedAt"):
+        # The operator died between deciding and stamping the revert: this pass (re)issues it,
+        # so its time is the honest one (revertSeconds then includes the downtime), and it
+        # makes the announcement the dead pass never made (the Event goes with the stamp).
+        s.plan.stamp_reverted = True
+        s.event(
+            "Warning",
+            "RolledBack",
+            f"revert issued ({rb.get('trigger')}): {rb.get('reason')} (after an operator restart)",
+            "deploy_event.ROLLED_BACK",
+        )
+    if s.plan.actions or s.plan.stamp_reverted:
+        return s.plan
     if o.target is not None:
         if not deployment_settled(o.target):
             return s.plan

@@ -80,7 +80,10 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         analyze=AnalysisRunner(cfg.prometheus_url),
     )
     if cfg.metrics_port:
-        start_metrics_server(cfg.metrics_port)
+        try:
+            start_metrics_server(cfg.metrics_port)
+        except OSError as exc:  # metrics are not worth refusing to protect rollouts over
+            log.error("cannot serve /metrics on port %d: %s", cfg.metrics_port, exc)
     trust_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
     ledger_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
     sweeper = Sweeper("leases", cfg.lease_recheck_seconds, lambda: reconcile_all_leases(RT.lease))

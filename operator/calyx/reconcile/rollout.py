@@ -298,7 +298,8 @@ def reconcile_rollout(
             observed = observe(deps, rollout, tick=tick and i == 0)
             plan = plan_rollout(observed)
             changed = status_patch(rollout.get("status") or {}, plan.status) is not None
-            if not plan.actions and not changed:
+            work = bool(plan.actions) or plan.stamp_reverted
+            if not work and not changed:
                 return
             try:
                 apply(deps, rollout, plan, observed.lease)
@@ -306,7 +307,7 @@ def reconcile_rollout(
                 if is_not_found(exc) and not plan.actions:
                     return
                 raise
-            if not plan.actions:
+            if not work:
                 return
         log.warning("%s/%s: still changing after %d passes", namespace, name, MAX_PASSES)
 
