@@ -4,10 +4,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv system-deps lint unit e2e demo clean
+.PHONY: test venv system-deps lint unit e2e demo clean helm manifests
 
 ## Everything CI checks: install, lint, type-check, layer contracts, every test.
-test: venv system-deps cluster-binaries lint
+test: venv system-deps cluster-binaries helm lint
 	$(BIN)/python -m pytest
 
 venv: $(VENV)/.installed
@@ -22,11 +22,20 @@ system-deps:
 	bash .ci/system-deps.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests bench tools
+	$(BIN)/ruff format --check operator tests bench tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m calyx.api.crdgen --check
+
+## Pinned helm, built once from the Go module proxy (tools/helm.sh).
+helm:
+	bash tools/helm.sh >/dev/null
+
+## Regenerate everything derived: crds/ from the models, the chart's CRD copies, install.yaml.
+manifests: venv helm
+	$(BIN)/python -m calyx.api.crdgen
+	$(BIN)/python tools/render_manifests.py
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit
