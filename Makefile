@@ -54,12 +54,12 @@ KIND_KUBECONFIG ?= $(CURDIR)/.kind-$(KIND_CLUSTER).kubeconfig
 .PHONY: cluster-binaries cluster-up e2e e2e-kind
 
 ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok.
-cluster-binaries:
-	$(PY) -m tests.cluster.build
+cluster-binaries: venv
+	$(BIN)/python -m calyx.devenv.build
 
 ## Start a throw-away local cluster and keep it until Ctrl-C (prints KUBECONFIG).
 cluster-up: venv cluster-binaries
-	$(BIN)/python -m tests.cluster.controlplane --hold
+	$(BIN)/python -m calyx.devenv.controlplane --hold
 
 ## End-to-end tests against the local control plane (no Docker needed).
 e2e: venv cluster-binaries

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.controlplane import LocalCluster
+from calyx.devenv.controlplane import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

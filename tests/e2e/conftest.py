@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from tests.e2e.harness import OPERATOR_NS, REPO, OperatorProcess, trust_configmap, wait_for
+from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess
+from tests.e2e.harness import REPO, trust_configmap, wait_for
 
 
 @pytest.fixture(scope="session")

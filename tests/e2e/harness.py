@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from calyx.adapters.kube import Kube
+from calyx.devenv.operator_process import OPERATOR_NS
 from calyx.domain.signatures import (
     COSIGN_PREFIX,
     cosign_annotation_value,
@@ -28,7 +25,6 @@ from calyx.domain.signatures import (
 from calyx.domain.timefmt import format_time
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_NS = "calyx-system"
 SEEDS = {
     "alice": bytes([1]) * 32,  # human
     "bob": bytes([3]) * 32,  # human
@@ -36,14 +32,6 @@ SEEDS = {
     "watcher": bytes([4]) * 32,  # agent
 }
 ROLES = {"alice": "human", "bob": "human", "sentinel": "agent", "watcher": "agent"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def utcnow() -> dt.datetime:
@@ -161,79 +149,6 @@ def rollout_body(
     if tiers is not None:
         body["spec"]["tiers"] = tiers
     return body
-
-
-class OperatorProcess:
-    """``kopf run`` against the test cluster; killable with SIGKILL at any instant."""
-
-    def __init__(self, kubeconfig: str, log_dir: Path, env: Mapping[str, str] | None = None):
-        self.kubeconfig = kubeconfig
-        self.log_dir = log_dir
-        self.extra_env = dict(env or {})
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.metrics_port = free_port()
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "operator already running"
-        self.starts += 1
-        env = {
-            **os.environ,
-            "KUBECONFIG": self.kubeconfig,
-            "CALYX_NAMESPACE": OPERATOR_NS,
-            "CALYX_LEASE_RECHECK_SECONDS": "1",
-            "CALYX_ROLLOUT_TICK_SECONDS": "0.5",
-            "CALYX_METRICS_PORT": str(self.metrics_port),
-            **self.extra_env,
-        }
-        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                "--all-namespaces",
-                "-m",
-                "calyx.handlers.operator",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=str(REPO),
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: no cleanup handlers, like a node dying."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
-        )
 
 
 def lease_phase(kube: Kube, ns: str, name: str) -> str | None:

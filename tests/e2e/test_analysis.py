@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
+from calyx.devenv.trafficsim import PodInfo, TrafficSim
 from tests.e2e.conftest import apply_obj
 from tests.e2e.harness import (
     deployment,
@@ -26,7 +27,6 @@ from tests.e2e.harness import (
     wait_phase,
 )
 from tests.e2e.test_rollouts import assert_restored
-from tests.sim import PodInfo, TrafficSim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]
 

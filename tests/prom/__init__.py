@@ -1,1 +1,1 @@
-"""A real Prometheus for tests (:mod:`tests.prom.server`) and its pytest fixtures (``plugin``)."""
+"""A real Prometheus for tests (:mod:`calyx.devenv.prometheus`) and its pytest fixtures."""

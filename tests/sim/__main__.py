@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tests.sim.server import TrafficSim
+from calyx.devenv.trafficsim import TrafficSim
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """A real Kubernetes control plane on loopback, for tests: etcd + kube-apiserver +
 kube-controller-manager + kube-scheduler + kwok (fake nodes and kubelets). No Docker.
 
-    from tests.cluster.controlplane import LocalCluster
+    from calyx.devenv.controlplane import LocalCluster
     with LocalCluster() as cluster:          # ~10 s warm start
         cluster.kubectl("get", "nodes")
 
-Binaries come from :mod:`tests.cluster.build` (``python -m tests.cluster.build``).
+Binaries come from :mod:`calyx.devenv.build` (``python -m calyx.devenv.build``).
 
 Every process runs in its own process group with ``PR_SET_PDEATHSIG=SIGKILL`` (so it dies with the
 Python process even on ``kill -9``), is registered for ``atexit`` and SIGTERM/SIGHUP cleanup, and
@@ -32,12 +32,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.cluster import build as _build
+from calyx.devenv import build as _build
 
 HERE = Path(__file__).resolve().parent
 KWOK_CONFIG = HERE / "kwok-stages.yaml"
@@ -134,7 +134,7 @@ def _pdeathsig() -> None:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _pid_alive(pid: int) -> bool:
@@ -304,8 +304,12 @@ class ClusterBase:
         return config.new_client_from_config(config_file=self.kubeconfig)
 
     def wait_for(
-        self, predicate, timeout: float = 60, interval: float = 0.25, what: str = "condition"
-    ):
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = 60,
+        interval: float = 0.25,
+        what: str = "condition",
+    ) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
@@ -521,7 +525,7 @@ class LocalCluster(ClusterBase):
         if not _build.is_built(self.bin_dir):
             raise RuntimeError(
                 f"control-plane binaries missing in {self.bin_dir}: "
-                "run `python -m tests.cluster.build`"
+                "run `python -m calyx.devenv.build`"
             )
         _install_handlers()
         sweep_stale_data_dirs()
@@ -805,7 +809,7 @@ class LocalCluster(ClusterBase):
         deadline: float,
         what: str,
         tls: dict[str, str] | None = None,
-        ok=lambda body: body.strip() == b"ok",
+        ok: Callable[[bytes], bool] = lambda body: body.strip() == b"ok",
     ) -> None:
         ctx = None
         if url.startswith("https"):
@@ -1002,11 +1006,11 @@ def _write_kubeconfig(path: Path, server: str, pki: dict[str, str], user: str) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tests.cluster.controlplane [--hold]``: start a cluster, print its kubeconfig, and
+    """``python -m calyx.devenv.controlplane [--hold]``: start a cluster, print its kubeconfig, and
     (with --hold) keep it until Ctrl-C; handy for poking at it with kubectl."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.controlplane")
+    parser = argparse.ArgumentParser(prog="python -m calyx.devenv.controlplane")
     parser.add_argument("--hold", action="store_true", help="keep running until interrupted")
     args = parser.parse_args(argv)
     cluster = LocalCluster(log=print)

@@ -1,0 +1,12 @@
+"""A complete local environment for tests and ``calyx demo``, with no Docker.
+
+* ``build``: kube-apiserver, controller-manager, scheduler, kubectl, etcd and kwok built from
+  the Go module proxy, cached under ``~/.cache/calyx/<versions>/``.
+* ``controlplane``: starts them on loopback (kwok simulates nodes and kubelets).
+* ``prometheus``: the real Prometheus server (Debian package) with a 1 s scrape.
+* ``trafficsim``: per-pod application metrics whose behaviour is set per image.
+* ``operator_process``: the operator as a killable ``kopf run`` subprocess.
+
+Developer tooling shipped with the package (so ``calyx demo`` works from an installed wheel);
+the operator itself never imports it.
+"""
