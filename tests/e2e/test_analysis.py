@@ -14,7 +14,6 @@ import pytest
 
 from calyx.adapters.kube import Kube
 from calyx.devenv.trafficsim import PodInfo, TrafficSim
-from tests.e2e.conftest import apply_obj
 from tests.e2e.harness import (
     deployment,
     deployment_body,
@@ -26,6 +25,7 @@ from tests.e2e.harness import (
     wait_for,
     wait_phase,
 )
+from tests.e2e.plugin import apply_obj
 from tests.e2e.test_rollouts import assert_restored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from tests.e2e.conftest import apply_obj
 from tests.e2e.harness import events_for, reasons, replicas_of, rollout_body, wait_for, wait_phase
+from tests.e2e.plugin import apply_obj
 from tests.e2e.test_leases import cli
 from tests.e2e.test_rollouts import setup
 

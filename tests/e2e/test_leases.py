@@ -17,7 +17,6 @@ from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.settings import Settings
 from calyx.domain.ledger import LedgerEntry
 from calyx.domain.timefmt import format_time
-from tests.e2e.conftest import apply_obj
 from tests.e2e.harness import (
     OPERATOR_NS,
     cosign,
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     utcnow,
     wait_for,
 )
+from tests.e2e.plugin import apply_obj
 
 pytestmark = [pytest.mark.e2e]
 

@@ -13,7 +13,6 @@ import pytest
 
 from calyx.adapters.kube import Kube
 from calyx.domain.canary import read_snapshot, template_sha
-from tests.e2e.conftest import apply_obj
 from tests.e2e.harness import (
     OPERATOR_NS,
     deployment,
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     wait_for,
     wait_phase,
 )
+from tests.e2e.plugin import apply_obj
 from tests.e2e.test_leases import cli
 
 pytestmark = [pytest.mark.e2e]

@@ -1,4 +1,4 @@
-"""Fixtures for Calyx end-to-end tests: CRDs, trust store, and a live operator process."""
+"""Fixtures for Calyx end-to-end tests: CRDs, trust store, and a live operator process (plugin)."""
 
 from __future__ import annotations
 
