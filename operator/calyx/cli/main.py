@@ -111,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("name", nargs="?")
     av.add_argument("-f", "--file", help="a saved audit.jsonl, report.json or ConfigMap")
     av.add_argument("--expect-head", help="the chain head you recorded elsewhere")
+    dm = sub.add_parser(
+        "demo", help="play a signed rollout and a rolled-back one on a throw-away local cluster"
+    )
+    dm.add_argument("--keep", action="store_true", help="leave everything running until Ctrl-C")
+    dm.add_argument(
+        "--no-build",
+        action="store_true",
+        help="fail instead of building the local control plane on first run",
+    )
     return p
 
 
@@ -173,6 +182,10 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
     if args.verb == "audit":
         text, ok = report_cmds.cmd_audit_verify(ctx, args)
         return text, 0 if ok else 1
+    if args.verb == "demo":
+        from calyx.cli.demo import run_demo
+
+        return "", run_demo(keep=args.keep, build=not args.no_build)
     raise CliError(f"unknown verb {args.verb}")
 
 

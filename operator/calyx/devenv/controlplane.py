@@ -122,8 +122,11 @@ def _install_handlers() -> None:
     # SIGINT raises KeyboardInterrupt, which unwinds through `with` / fixture finalizers.
 
 
-def _pdeathsig() -> None:
-    """preexec_fn: die with the parent (Linux), even if it is SIGKILLed."""
+def die_with_parent() -> None:
+    """preexec_fn: die with the parent (Linux), even if it is SIGKILLed.
+
+    Linux ties PR_SET_PDEATHSIG to the *thread* that forked: start processes from a thread that
+    lives as long as they should (the main thread, as the fixtures and ``calyx demo`` do)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -794,7 +797,7 @@ class LocalCluster(ClusterBase):
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
                 start_new_session=True,
-                preexec_fn=_pdeathsig,
+                preexec_fn=die_with_parent,
                 env={k: v for k, v in os.environ.items() if k not in ("KUBECONFIG",)}
                 | {"HOME": str(self.data_dir)},
             )

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from calyx.devenv.controlplane import die_with_parent
+
 OPERATOR_NS = "calyx-system"
 
 
@@ -65,6 +67,7 @@ class OperatorProcess:
             ],
             env=env,
             stdout=log,
+            preexec_fn=die_with_parent,  # even if we are SIGKILLed
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )

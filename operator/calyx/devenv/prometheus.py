@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from calyx.devenv.controlplane import die_with_parent
+
 __all__ = ["PrometheusServer", "free_port", "prometheus_binary"]
 
 
@@ -109,6 +111,7 @@ class PrometheusServer:
                     "--log.level=warn",
                 ],
                 stdout=log,
+                preexec_fn=die_with_parent,  # even if we are SIGKILLed
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a Ctrl-C on pytest does not hit it mid-teardown

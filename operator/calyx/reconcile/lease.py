@@ -103,13 +103,18 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
 def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
     """Observe → plan → apply for one Lease; a no-op when the stored status is already right.
 
-    The Lease is re-read inside the per-object lock: the watch event, the sweep and the
-    trust-store listener may each hold an older copy, and planning from a copy that predates
-    the last status write would announce the same transition twice.
+    The copy in hand (from a watch event or a sweep's listing) may predate the last status
+    write, and planning from it could announce a transition twice. So when the plan wants to
+    write, the Lease is re-read inside the per-object lock and planned again from the fresh
+    copy; the common case — nothing changed — costs no extra read.
     """
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     with deps.locks.hold(f"lease/{ns}/{name}"):
+        if meta.get("deletionTimestamp"):
+            return
+        if status_patch(body.get("status") or {}, plan(deps, body).status) is None:
+            return
         fresh = deps.kube.get_custom(LEASES, ns, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
