@@ -169,18 +169,31 @@ def rollout_status(kube: Kube, ns: str, name: str) -> dict[str, Any]:
     return ((kube.get_custom("rollouts", ns, name) or {}).get("status")) or {}
 
 
+TRANSITION_EVENT = {"Completed": "DeployCompleted", "RolledBack": "RollbackComplete"}
+
+
 def wait_phase(kube: Kube, ns: str, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
+    """Wait for ``phase``; for an end phase also for its Event, which the operator posts just
+    after the status write (so a test counting Events never races it)."""
+
     def check() -> dict[str, Any] | None:
         st = rollout_status(kube, ns, name)
         return st if st.get("phase") == phase else None
 
     try:
-        return wait_for(f"rollout {name} phase {phase}", check, timeout=timeout)  # type: ignore[no-any-return]
+        st: dict[str, Any] = wait_for(f"rollout {name} phase {phase}", check, timeout=timeout)
     except AssertionError as exc:
         st = rollout_status(kube, ns, name)
         raise AssertionError(
             f"{exc}; status now: phase={st.get('phase')} message={st.get('message')}"
         ) from None
+    if phase in TRANSITION_EVENT:
+        wait_for(
+            f"{TRANSITION_EVENT[phase]} event",
+            lambda: TRANSITION_EVENT[phase] in reasons(kube, ns, name),
+            timeout=10,
+        )
+    return st
 
 
 def deployment(kube: Kube, ns: str, name: str) -> dict[str, Any] | None:

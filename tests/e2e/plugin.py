@@ -51,10 +51,29 @@ def operator(
     log_dir: Path = tmp_path_factory.mktemp("operator")
     op = OperatorProcess(calyx_crds.kubeconfig, log_dir)
     op.start()
+    _SHARED.append(op)
     try:
         yield op
     finally:
+        _SHARED.remove(op)
         op.stop()
+
+
+_SHARED: list[OperatorProcess] = []
+
+
+@pytest.fixture
+def no_operator() -> Iterator[None]:
+    """For tests that write Calyx objects by hand: pause the shared operator if this session
+    started one (without starting it otherwise), and bring it back afterwards."""
+    paused = [op for op in _SHARED if op.alive()]
+    for op in paused:
+        op.stop()
+    try:
+        yield
+    finally:
+        for op in paused:
+            op.start()
 
 
 @pytest.fixture

@@ -157,7 +157,9 @@ def test_valid_rollout_gets_schema_defaults(crds: Any, kube_namespace: str) -> N
     assert spec["analysis"]["intervalSeconds"] == 10
 
 
-def test_status_subresource_accepts_model_output(crds: Any, kube_namespace: str) -> None:
+def test_status_subresource_accepts_model_output(
+    crds: Any, kube_namespace: str, no_operator: None
+) -> None:
     create(crds, kube_namespace, LEASE, check=True)
     create(crds, kube_namespace, ROLLOUT, check=True)
     lease_status = LeaseStatus.model_validate(

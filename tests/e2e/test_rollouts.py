@@ -380,6 +380,9 @@ def test_crash_safety(
         op.start()
         st = wait_phase(kube, ns, "r1", "Completed", timeout=90)
         assert kube.get_configmap(ns, "r1-snapshot") == snap or snap is None
+        # Events are posted right after the status write that the wait above saw.
+        wait_for("DeployCompleted event", lambda: "DeployCompleted" in reasons(kube, ns, "r1"))
+        time.sleep(1)
         rs = reasons(kube, ns, "r1")
         for r, n in (("DeployStarted", 1), ("CanaryPromoted", 2), ("DeployCompleted", 1)):
             assert rs.count(r) == n, (point, rs)
