@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, get_args
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from calyx.api.rollout import RolloutPhase
 from calyx.domain.analysis import QueryOutcome
 
 __all__ = [
@@ -29,18 +30,7 @@ __all__ = [
     "start_metrics_server",
 ]
 
-ROLLOUT_PHASES: Final = (
-    "WaitingForLease",
-    "Progressing",
-    "Paused",
-    "WaitingForApproval",
-    "Promoting",
-    "Validating",
-    "Completed",
-    "RollingBack",
-    "RolledBack",
-    "Failed",
-)
+ROLLOUT_PHASES: Final = get_args(RolloutPhase)
 
 #: Promise 3 wants revert far below 60 s; the buckets resolve the sub-second range we aim for.
 BREACH_TO_REVERT_BUCKETS: Final = (0.25, 0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300)

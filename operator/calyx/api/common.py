@@ -253,3 +253,17 @@ CONDITIONS_LIST_MAP: Final[dict[str, Any]] = {
     "x-kubernetes-list-type": "map",
     "x-kubernetes-list-map-keys": ["type"],
 }
+
+
+class ObjectModelMixin:
+    """``name``/``namespace`` accessors shared by the whole-object models (Lease, Rollout)."""
+
+    metadata: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", ""))

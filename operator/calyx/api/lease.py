@@ -27,6 +27,7 @@ from calyx.api.common import (
     RFC3339_UTC_PATTERN,
     Condition,
     DnsLabel,
+    ObjectModelMixin,
     ObjectRef,
     SpecModel,
     StatusModel,
@@ -220,7 +221,7 @@ class LeaseStatus(StatusModel):
     """When the Lease last passed verification."""
 
 
-class LeaseObject(SpecModel):
+class LeaseObject(ObjectModelMixin, SpecModel):
     """A whole ``leases.calyx.io`` object as returned by the API server or read from a file.
 
     ``metadata`` is kept as a plain dict (the API server owns its shape); ``status`` is parsed
@@ -232,14 +233,6 @@ class LeaseObject(SpecModel):
     metadata: dict[str, Any] = Field(default_factory=dict, strict=False)
     spec: LeaseSpec
     status: LeaseStatus | None = Field(default=None, strict=False)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", ""))
 
 
 def parse_lease_spec(raw: Mapping[str, Any] | None) -> LeaseSpec:

@@ -24,6 +24,7 @@ from calyx.api.common import (
     Condition,
     DnsLabel,
     LongText,
+    ObjectModelMixin,
     ObjectName,
     SpecModel,
     StatusModel,
@@ -537,7 +538,7 @@ class RolloutStatus(StatusModel):
     """The `.metadata.generation` last processed."""
 
 
-class RolloutObject(SpecModel):
+class RolloutObject(ObjectModelMixin, SpecModel):
     """A whole ``rollouts.calyx.io`` object as returned by the API server or read from a file."""
 
     api_version: Literal["calyx.io/v1alpha1"] = Field(alias="apiVersion")
@@ -545,14 +546,6 @@ class RolloutObject(SpecModel):
     metadata: dict[str, Any] = Field(default_factory=dict, strict=False)
     spec: RolloutSpec
     status: RolloutStatus | None = Field(default=None, strict=False)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", ""))
 
 
 def parse_rollout_spec(raw: Mapping[str, Any] | None) -> RolloutSpec:

@@ -140,7 +140,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -167,7 +168,7 @@ def sweep_stale_data_dirs(parent: Path | None = None) -> list[Path]:
             if time.time() - d.stat().st_mtime < 120:  # being created right now
                 continue
             pid = -1
-        if pid > 0 and _pid_alive(pid):
+        if pid > 0 and pid_alive(pid):
             continue
         for pgid_file in d.glob("pids/*.pgid"):
             with contextlib.suppress(OSError, ValueError):

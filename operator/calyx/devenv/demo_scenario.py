@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -26,27 +25,12 @@ from typing import Any
 
 from calyx.adapters.kube import Kube
 from calyx.api.crdgen import crd_manifests
-from calyx.devenv.controlplane import LocalCluster
+from calyx.devenv.controlplane import LocalCluster, pid_alive
 from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess
 from calyx.devenv.prometheus import PrometheusServer
 from calyx.devenv.trafficsim import PodInfo, TrafficSim
 
 __all__ = ["OPERATOR_NS", "DemoStack", "pid_alive"]
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class DemoStack:

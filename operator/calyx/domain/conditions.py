@@ -52,3 +52,9 @@ def _cond(
     if generation is not None:
         cond["observedGeneration"] = generation
     return cond
+
+
+def condition_field(status: Mapping[str, Any] | None, type_: str, key: str) -> str | None:
+    """``status.conditions[type=type_].<key>`` as a string, or None when absent."""
+    cond = get_condition((status or {}).get("conditions") or [], type_)
+    return None if cond is None or cond.get(key) is None else str(cond.get(key))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from calyx.domain.conditions import set_condition
+from calyx.domain.conditions import condition_field, set_condition
 from calyx.domain.verification import LeaseVerdict
 
 
@@ -130,18 +130,11 @@ def plan_unverifiable(
     if prev.get("digest"):
         status["digest"] = prev["digest"]
     events = []
-    if phase != prev.get("phase") or _cond_message(prev) != message:
+    if phase != prev.get("phase") or condition_field(prev, "Verified", "message") != message:
         events.append(
             PlannedEvent("Warning", "LeaseRejected" if phase == "Rejected" else reason, message)
         )
     return LeasePlan(status=status, events=events)
-
-
-def _cond_message(status: Mapping[str, Any]) -> str | None:
-    for c in status.get("conditions") or []:
-        if c.get("type") == "Verified":
-            return str(c.get("message"))
-    return None
 
 
 def _verified_condition(verdict: LeaseVerdict) -> tuple[str, str, str]:

@@ -35,7 +35,7 @@ from calyx.domain.canary import (
     template_sha,
     validation_job,
 )
-from calyx.domain.conditions import set_condition
+from calyx.domain.conditions import condition_field, set_condition
 from calyx.domain.ledger import LedgerEntry
 from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
 from calyx.domain.tiers import canary_replicas, effective_percent
@@ -277,7 +277,7 @@ def _plan_start(
 ) -> Plan:
     o = s.o
     assert o.spec is not None
-    prev_reason = _cond_reason(s.prev, "LeaseVerified")
+    prev_reason = condition_field(s.prev, "LeaseVerified", "reason")
     if force:
         s.phase("Failed", "force-rollback requested before any change was made; nothing to undo")
         s.cond("Progressing", "False", "Cancelled", str(s.status["message"]))
@@ -292,9 +292,9 @@ def _plan_start(
             return s.done()
         s.phase("WaitingForLease", f"waiting for lease {o.spec.lease_ref.name}: {lease_reason}")
         s.cond("LeaseVerified", "False", "LeaseNotVerified", lease_reason)
-        if prev_reason != "LeaseNotVerified" or _cond_message(s.prev, "LeaseVerified") != (
-            lease_reason
-        ):
+        if prev_reason != "LeaseNotVerified" or condition_field(
+            s.prev, "LeaseVerified", "message"
+        ) != (lease_reason):
             s.event("Warning", "LeaseNotVerified", str(s.status["message"]))
         return s.done()
     assert o.lease_spec is not None and o.verdict is not None
@@ -310,7 +310,7 @@ def _plan_start(
         reason, message = problem
         s.phase("WaitingForLease", message)
         s.cond("Progressing", "False", reason, message)
-        if _cond_message(s.prev, "Progressing") != message:
+        if condition_field(s.prev, "Progressing", "message") != message:
             s.event("Warning", reason, message)
         return s.done()
 
@@ -827,17 +827,3 @@ def _record_analysis(s: _Step, outcome: AnalysisOutcome) -> None:
         s.cond("Healthy", "Unknown", "NoData", outcome.message)
     elif verdict == "Breach":
         s.cond("Healthy", "False", "ThresholdBreached", outcome.message)
-
-
-def _cond_reason(status: Mapping[str, Any], type_: str) -> str | None:
-    for c in status.get("conditions") or []:
-        if c.get("type") == type_:
-            return str(c.get("reason"))
-    return None
-
-
-def _cond_message(status: Mapping[str, Any], type_: str) -> str | None:
-    for c in status.get("conditions") or []:
-        if c.get("type") == type_:
-            return str(c.get("message"))
-    return None
