@@ -292,9 +292,8 @@ def _plan_start(
             return s.done()
         s.phase("WaitingForLease", f"waiting for lease {o.spec.lease_ref.name}: {lease_reason}")
         s.cond("LeaseVerified", "False", "LeaseNotVerified", lease_reason)
-        if prev_reason != "LeaseNotVerified" or condition_field(
-            s.prev, "LeaseVerified", "message"
-        ) != (lease_reason):
+        prev_message = condition_field(s.prev, "LeaseVerified", "message")
+        if prev_reason != "LeaseNotVerified" or prev_message != lease_reason:
             s.event("Warning", "LeaseNotVerified", str(s.status["message"]))
         return s.done()
     assert o.lease_spec is not None and o.verdict is not None
