@@ -1,0 +1,393 @@
+"""Many concurrent Rollouts on one operator process (GitHub issue 5: "analysis at scale").
+
+Real control plane (kwok pods), real Prometheus scraping the traffic simulator every 1 s, one
+operator process (rollout tick 0.5 s). Rollouts are added in steps (default 10 → 50 → 100),
+each in its own namespace with its own stable Deployment (10 replicas) and a canary held at
+25 % (3 pods) by a long soak, analysis on all four built-in metrics against the real Prometheus.
+At each step, once every Rollout is Progressing with a canary and an analysis verdict, the
+script measures for ``--measure`` seconds:
+
+* **operator RSS** (VmRSS from /proc/<pid>/status, sampled every 0.5 s) and **CPU** (utime +
+  stime from /proc/<pid>/stat over the window, in cores);
+* **PromQL load**: the operator's ``calyx_promql_query_duration_seconds_count`` (its /metrics)
+  and Prometheus' own ``prometheus_http_requests_total{handler=~"/api/v1/query.*"}`` and
+  ``prometheus_engine_query_duration_seconds_sum`` (engine seconds spent per second), plus the
+  Prometheus process's CPU;
+* **API server GETs per second** (``apiserver_request_total{verb="GET"}``; the controllers and
+  this script use list/watch, so GETs are essentially the operator's per-pass reads);
+* **effective analysis interval**: the spacing of successive ``status.lastAnalysis.time`` per
+  Rollout, from a watch — if the operator cannot keep up, this stretches past
+  ``intervalSeconds`` and detection (promise 3) slows down with it;
+* **reconcile latency**: ``spec.paused: true`` → ``status.phase == Paused`` and back
+  (``paused: false`` → ``Progressing``) for a few Rollouts, timed from the patch's return to the
+  watch event carrying the new phase. Pause is a watch-event-driven pass, so this is what a user
+  waits for under load.
+
+Run: ``.venv/bin/python bench/scale.py [--rollouts 100] [--steps 10,50,100] [--interval 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.harness
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # calyx
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
+
+from tests.e2e.harness import deployment_body, lease_body, rollout_body
+
+from common import (
+    Env,
+    ProcSampler,
+    RawWatch,
+    analysis_spec,
+    cpu_seconds,
+    fmt,
+    machine_cpu_seconds,
+    machine_load,
+    metric_sum,
+    parse_time,
+    rss_bytes,
+    summary,
+    table,
+    versions,
+)
+
+TARGET = "checkout"
+TIERS = [{"weight": 25, "soakSeconds": 36000}, {"weight": 100}]
+
+
+class RolloutWatch:
+    """Phase and lastAnalysis.time of every Rollout, with arrival times, from one watch."""
+
+    def __init__(self, api_client: Any) -> None:
+        self._lock = threading.Lock()
+        self.phase: dict[str, str] = {}
+        self.verdict: dict[str, str] = {}
+        self.canary: dict[str, int] = {}
+        self.analysis_times: dict[str, list[float]] = {}
+        self.phase_log: dict[str, list[tuple[float, str]]] = {}
+        self.changed = threading.Condition(self._lock)
+        self.watch = RawWatch(
+            api_client, "/apis/calyx.io/v1alpha1/rollouts", self._on_event, name="rollouts"
+        )
+
+    def _on_event(self, kind: str, obj: dict[str, Any], received: float) -> None:
+        ns = obj["metadata"]["namespace"]
+        st = obj.get("status") or {}
+        la = st.get("lastAnalysis") or {}
+        with self._lock:
+            phase = str(st.get("phase") or "")
+            if self.phase.get(ns) != phase:
+                self.phase_log.setdefault(ns, []).append((received, phase))
+            self.phase[ns] = phase
+            self.verdict[ns] = str(la.get("verdict") or "")
+            self.canary[ns] = int(st.get("canaryReplicas") or 0)
+            when = parse_time(la.get("time"))
+            times = self.analysis_times.setdefault(ns, [])
+            if when is not None and (not times or when > times[-1]):
+                times.append(when)
+            self.changed.notify_all()
+
+    def ready(self, namespaces: Iterable[str]) -> int:
+        with self._lock:
+            return sum(
+                1
+                for ns in namespaces
+                if self.phase.get(ns) == "Progressing"
+                and self.canary.get(ns, 0) > 0
+                and self.verdict.get(ns)
+            )
+
+    def wait_phase(self, ns: str, phase: str, after: float, timeout: float) -> float | None:
+        """Arrival time of the first event at/after ``after`` showing ``phase``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                for t, p in self.phase_log.get(ns, []):
+                    if t >= after and p == phase:
+                        return t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.changed.wait(left)
+
+    def intervals(self, namespaces: Iterable[str], t0: float, t1: float) -> list[float]:
+        out: list[float] = []
+        with self._lock:
+            for ns in namespaces:
+                ts = [t for t in self.analysis_times.get(ns, []) if t0 <= t <= t1]
+                out += [b - a for a, b in itertools.pairwise(ts)]
+        return out
+
+    def verdicts(self, namespaces: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._lock:
+            for ns in namespaces:
+                v = self.verdict.get(ns, "")
+                out[v] = out.get(v, 0) + 1
+        return out
+
+
+class Scale:
+    def __init__(self, env: Env, args: argparse.Namespace) -> None:
+        self.env = env
+        self.args = args
+        self.run_id = uuid.uuid4().hex[:5]
+        self.namespaces: list[str] = []
+        self.rw = RolloutWatch(env.api)
+        self.rw.watch.start()
+        self.rw.watch.synced.wait(30)
+        pid = env.operator_pid()
+        assert pid is not None
+        self.pid = pid
+        self.rss = ProcSampler(lambda: self.pid, 0.5).start()
+
+    def add_rollout(self, i: int) -> str:
+        env, a = self.env, self.args
+        assert env.sim is not None
+        ns = f"sc-{self.run_id}-{i:03d}"
+        stable = f"reg.example/checkout:1.0.0-{ns}"
+        canary = f"reg.example/checkout:1.1.0-{ns}"
+        healthy = {"tes": 100.0, "error_ratio": 0.001, "cpu_cores": 0.05}
+        env.sim.set_profile(stable, **healthy)
+        env.sim.set_profile(canary, **healthy)
+        env.create_namespace(ns)
+        env.create(deployment_body(ns, TARGET, a.replicas, stable))
+        env.create(
+            lease_body(ns, "l1", TARGET, {"app": canary}, constraints={"maxInitialWeight": 25})
+        )
+        spec = analysis_spec(env.prom.url, a.interval, a.window, 1)
+        env.create(rollout_body(ns, "r1", "l1", tiers=TIERS, analysis=spec))
+        return ns
+
+    def grow(self, count: int) -> float:
+        start = time.time()
+        first = len(self.namespaces)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            self.namespaces += list(pool.map(self.add_rollout, range(first, count)))
+        self.env.wait(
+            f"{count} rollouts progressing with an analysis verdict",
+            lambda: self.rw.ready(self.namespaces) == count,
+            timeout=600,
+            interval=1,
+        )
+        return time.time() - start
+
+    def counters(self) -> dict[str, float]:
+        env = self.env
+        op = env.operator_metrics()
+        prom = env.prom.api_raw_metrics() if hasattr(env.prom, "api_raw_metrics") else None
+        if prom is None:
+            import urllib.request
+
+            with urllib.request.urlopen(f"{env.prom.url}/metrics", timeout=10) as resp:
+                prom = resp.read().decode()
+        apiserver = env.cluster.kubectl("get", "--raw", "/metrics").stdout
+        busy, total = machine_cpu_seconds()
+        return {
+            "t": time.time(),
+            "op_cpu": cpu_seconds(self.pid),
+            "prom_cpu": cpu_seconds(env.prom._proc.pid),
+            "op_queries": metric_sum(op, "calyx_promql_query_duration_seconds_count"),
+            "op_query_errors": metric_sum(op, "calyx_promql_query_errors_total"),
+            "prom_http_queries": metric_sum(
+                prom, "prometheus_http_requests_total", r'handler="/api/v1/query(_range)?"'
+            ),
+            "prom_engine_s": metric_sum(
+                prom, "prometheus_engine_query_duration_seconds_sum", r'slice="inner_eval"'
+            ),
+            "api_get": metric_sum(apiserver, "apiserver_request_total", r'verb="GET"'),
+            "api_all": metric_sum(apiserver, "apiserver_request_total"),
+            "m_busy": busy,
+            "m_total": total,
+        }
+
+    def pause_probe(self, samples: int) -> tuple[list[float], list[float]]:
+        """Latency of spec.paused true → Paused and false → Progressing, a few Rollouts."""
+        step = max(1, len(self.namespaces) // samples)
+        pause, resume = [], []
+        for ns in self.namespaces[::step][:samples]:
+            for want_paused, phase, out in (
+                (True, "Paused", pause),
+                (False, "Progressing", resume),
+            ):
+                self.env.custom.patch_namespaced_custom_object(
+                    "calyx.io", "v1alpha1", ns, "rollouts", "r1", {"spec": {"paused": want_paused}}
+                )
+                t = time.time()
+                seen = self.rw.wait_phase(ns, phase, t - 0.001, timeout=60)
+                out.append(seen - t if seen is not None else math.nan)
+        return pause, resume
+
+    def measure(self, count: int, setup_s: float) -> dict[str, Any]:
+        a = self.args
+        print(f"[{count}] measuring {a.measure} s ({machine_load()})", flush=True)
+        c0 = self.counters()
+        half = a.measure / 2
+        time.sleep(half)
+        pause, resume = self.pause_probe(a.probes)
+        time.sleep(max(0.0, a.measure - (time.time() - c0["t"])))
+        c1 = self.counters()
+        dt_ = c1["t"] - c0["t"]
+        rate = {k: (c1[k] - c0[k]) / dt_ for k in c0 if k != "t"}
+        rss = self.rss.between(c0["t"], c1["t"])
+        intervals = self.rw.intervals(self.namespaces, c0["t"], c1["t"])
+        iv = summary(intervals)
+        res = {
+            "rollouts": count,
+            "pods": len(self.env.pods or []),
+            "setup_s": round(setup_s, 1),
+            "window_s": round(dt_, 1),
+            "rss_mb_max": max(rss) / 2**20 if rss else math.nan,
+            "rss_mb_mean": sum(rss) / len(rss) / 2**20 if rss else math.nan,
+            "op_cpu_cores": rate["op_cpu"],
+            "prom_cpu_cores": rate["prom_cpu"],
+            "machine_busy_cores": rate["m_busy"],
+            "op_queries_per_s": rate["op_queries"],
+            "op_query_errors_per_s": rate["op_query_errors"],
+            "prom_http_queries_per_s": rate["prom_http_queries"],
+            "prom_engine_s_per_s": rate["prom_engine_s"],
+            "api_get_per_s": rate["api_get"],
+            "api_all_per_s": rate["api_all"],
+            "expected_queries_per_s": count * 8 / a.interval,
+            "analysis_interval": iv,
+            "pause": summary(pause),
+            "resume": summary(resume),
+            "verdicts": self.rw.verdicts(self.namespaces),
+            "load": machine_load(),
+        }
+        print(
+            f"[{count}] rss max {fmt(res['rss_mb_max'], 0)} MB, op cpu "
+            f"{fmt(res['op_cpu_cores'], 2)} cores, op q/s {fmt(res['op_queries_per_s'], 1)} "
+            f"(expected {fmt(res['expected_queries_per_s'], 1)}), analysis interval p50/p95 "
+            f"{fmt(iv['p50'], 2)}/{fmt(iv['p95'], 2)} s, pause p50 "
+            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}",
+            flush=True,
+        )
+        return res
+
+    def close(self) -> None:
+        self.rss.stop()
+        self.rw.watch.stop()
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> tuple[str, list[str]]:
+    rows = []
+    for r in results:
+        iv, pz, rs = r["analysis_interval"], r["pause"], r["resume"]
+        rows.append(
+            [
+                r["rollouts"],
+                r["pods"],
+                fmt(r["rss_mb_max"], 0),
+                fmt(r["op_cpu_cores"], 2),
+                fmt(r["prom_cpu_cores"], 2),
+                fmt(r["machine_busy_cores"], 2),
+                f"{fmt(r['op_queries_per_s'], 1)} / {fmt(r['expected_queries_per_s'], 1)}",
+                fmt(r["prom_http_queries_per_s"], 1),
+                fmt(r["prom_engine_s_per_s"], 3),
+                fmt(r["api_get_per_s"], 0),
+                f"{fmt(iv['p50'], 2)} / {fmt(iv['p95'], 2)} / {fmt(iv['max'], 2)}",
+                f"{fmt(pz['p50'], 2)} / {fmt(pz['max'], 2)}",
+                f"{fmt(rs['p50'], 2)} / {fmt(rs['max'], 2)}",
+            ]
+        )
+    header = [
+        "rollouts",
+        "pods",
+        "op RSS max MB",
+        "op CPU cores",
+        "prom CPU cores",
+        "machine busy cores",
+        "op PromQL q/s (got / 8xN/interval)",
+        "prom /query q/s",
+        "prom engine s/s",
+        "apiserver GET/s",
+        f"analysis interval p50/p95/max s (spec {args.interval})",
+        "pause→Paused p50/max s",
+        "resume→Progressing p50/max s",
+    ]
+    text = table(rows, header)
+    verdicts = []
+    if len(results) >= 2:
+        lo, hi = results[0], results[-1]
+        growth_q = hi["prom_http_queries_per_s"] / max(lo["prom_http_queries_per_s"], 1e-9)
+        growth_n = hi["rollouts"] / lo["rollouts"]
+        verdicts.append(
+            f"Prometheus queries grow x{growth_q:.1f} for x{growth_n:.0f} Rollouts "
+            f"(goal: with the number of signals, i.e. x1): "
+            f"{'PASS' if growth_q < 2 else 'FAIL — per-Rollout queries'}"
+        )
+    top = max((r["rss_mb_max"] for r in results), default=math.nan)
+    verdicts.append(
+        f"operator RSS max {fmt(top, 0)} MB < 300 MB: {'PASS' if top < 300 else 'FAIL'}"
+    )
+    for r in results:
+        iv = r["analysis_interval"]
+        late = iv["p95"] - args.interval
+        verdicts.append(
+            f"{r['rollouts']} rollouts: analysis interval p95 {fmt(iv['p95'], 2)} s for a spec of "
+            f"{args.interval} s: {fmt(late, 2)} s late "
+            f"({'within one 0.5 s tick' if late <= 0.6 else 'the sweep falls behind'})"
+        )
+    return text, verdicts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rollouts", type=int, default=100, help="final number of Rollouts")
+    p.add_argument("--steps", default="10,50", help="intermediate counts measured on the way")
+    p.add_argument("--replicas", type=int, default=10, help="stable replicas per Rollout")
+    p.add_argument("--interval", type=int, default=10, help="analysis intervalSeconds")
+    p.add_argument("--window", type=int, default=30, help="analysis windowSeconds")
+    p.add_argument("--measure", type=float, default=60, help="seconds measured per step")
+    p.add_argument("--probes", type=int, default=5, help="Rollouts paused/resumed per step")
+    p.add_argument("--json", type=Path, help="write the results here")
+    args = p.parse_args(argv)
+    steps = sorted({int(x) for x in args.steps.split(",") if x.strip()} | {args.rollouts})
+    steps = [s for s in steps if s <= args.rollouts]
+    started = time.time()
+    print(f"scale: steps {steps}, {args.replicas} replicas each, interval {args.interval} s; "
+          f"{machine_load()}")  # fmt: skip
+    results: list[dict[str, Any]] = []
+    with Env() as env:
+        sc = Scale(env, args)
+        try:
+            base = sc.counters()
+            idle_rss = rss_bytes(sc.pid) / 2**20
+            print(f"idle operator: RSS {idle_rss:.0f} MB, cpu {base['op_cpu']:.1f} s so far")
+            for count in steps:
+                setup = sc.grow(count)
+                print(f"[{count}] all progressing after {setup:.0f} s", flush=True)
+                time.sleep(args.interval + 2)  # let every Rollout settle into its cadence
+                results.append(sc.measure(count, setup))
+            alive = env.op is not None and env.op.alive()
+        finally:
+            sc.close()
+    text, verdicts = report(results, args)
+    print(f"\nfinished in {time.time() - started:.0f} s; operator alive at the end: {alive}\n")
+    print(text)
+    print()
+    for v in verdicts:
+        print(v)
+    if args.json:
+        payload = {"versions": versions(), "args": vars(args) | {"json": str(args.json)},
+                   "results": results}  # fmt: skip
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
