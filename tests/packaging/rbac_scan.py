@@ -1,8 +1,9 @@
 """What the operator's code asks of the API server, read from its source (for the RBAC tests).
 
 Every Kubernetes call in ``operator/calyx`` (except ``calyx/cli`` and ``calyx/devenv``, which run
-with the user's own credentials) goes through the ``kubernetes`` client's ``CoreV1Api``/``AppsV1Api``/``BatchV1Api``/
-``CustomObjectsApi``, held as ``.core``/``.apps``/``.batch``/``.custom`` (``calyx.adapters.kube``).
+with the user's own credentials) goes through the ``kubernetes`` client's ``CoreV1Api``/
+``AppsV1Api``/``BatchV1Api``/``CustomObjectsApi``, held as ``.core``/``.apps``/``.batch``/
+``.custom`` (``calyx.adapters.kube``).
 The ``Kube`` wrapper methods count only when operator code calls them (so a CLI-only wrapper such
 as ``create_custom`` does not widen the operator's ClusterRole).
 """

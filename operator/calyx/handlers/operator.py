@@ -77,7 +77,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         ledger=LedgerStore(kube, cfg),
         clock=_utcnow,
         locks=RT.lease.locks,
-        analyze=AnalysisRunner(cfg.prometheus_url),
+        analyze=AnalysisRunner(cfg.prometheus_url, tolerance_seconds=cfg.rollout_tick_seconds / 2),
     )
     if cfg.metrics_port:
         try:

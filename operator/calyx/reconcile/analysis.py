@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from calyx.adapters.metrics import METRICS, OperatorMetrics
-from calyx.adapters.prometheus import PrometheusClient
+from calyx.adapters.prometheus import PrometheusClient, PrometheusQueryError
+from calyx.api.errors import InvalidSpecError
+from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.analysis import (
     AnalysisDecision,
     AnalysisSettings,
@@ -24,24 +26,110 @@ from calyx.domain.analysis import (
     parse_analysis,
     queries_for,
 )
-from calyx.domain.promql import template_vars
+from calyx.domain.batch import PodVector, batch_queries, combine
+from calyx.domain.promql import BUILTIN_METRICS, BuiltinMetric, template_vars
 from calyx.domain.rollout_plan import AnalysisOutcome, Event, Observed, parse_stamp
 
 log = logging.getLogger("calyx.analysis")
 ANALYZED_PHASES = ("Progressing", "Paused", "WaitingForApproval")
+# A batch is used only by the sweep that fetched it: older values would hide a fresh breach.
+BATCH_MAX_AGE_SECONDS = 2.0
 
 
 class AnalysisRunner:
     """Callable the reconciler invokes on timer passes; one Prometheus client per URL."""
 
     def __init__(
-        self, default_url: str, metrics: OperatorMetrics = METRICS, timeout_seconds: float = 5.0
+        self,
+        default_url: str,
+        metrics: OperatorMetrics = METRICS,
+        timeout_seconds: float = 5.0,
+        tolerance_seconds: float = 0.25,
     ) -> None:
         self.default_url = default_url
         self.metrics = metrics
         self.timeout = timeout_seconds
         self._clients: dict[str, PrometheusClient] = {}
         self._lock = threading.Lock()
+        self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
+        self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
+        self._batch_at: dt.datetime | None = None
+        # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
+        # the next one would stretch every interval by a tick.
+        self.tolerance = tolerance_seconds
+
+    def _due(self, status: Mapping[str, Any], interval: int, now: dt.datetime) -> bool:
+        last = parse_stamp((status.get("lastAnalysis") or {}).get("time"))
+        return last is None or (now - last).total_seconds() >= interval - self.tolerance
+
+    def prepare(self, bodies: Sequence[Mapping[str, Any]], now: dt.datetime) -> None:
+        """Before a timer sweep: fetch every due Rollout's default metrics with one grouped
+        query per (Prometheus, window, metric part) — not 8 per Rollout (DESIGN §5, issue 5
+        scale goal). Rollouts then read their share in ``__call__``; anything missing from the
+        batch (overrides, custom metrics, a failed group) is queried per Rollout as before."""
+        groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
+        for body in bodies:
+            status = body.get("status") or {}
+            target = (status.get("target") or {}).get("name")
+            if status.get("phase") not in ANALYZED_PHASES or not target:
+                continue
+            try:
+                spec = parse_rollout_spec(body.get("spec"))
+                settings = parse_analysis(spec.analysis, spec.on_breach)
+            except (InvalidSpecError, ValueError):
+                continue
+            if not settings.metrics or not self._due(status, settings.interval_seconds, now):
+                continue
+            url = settings.prometheus_url or self.default_url
+            for m in settings.metrics:
+                if m.query is None and m.kind in BUILTIN_METRICS:
+                    key = (url, settings.window_seconds, m.kind)
+                    groups.setdefault(key, set()).add(body["metadata"]["namespace"])
+        batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
+        futures = {}
+        for (url, window, metric), namespaces in groups.items():
+            client = self.client(url)
+            for part, query in batch_queries(metric, namespaces, window).items():
+                futures[(url, window, metric, part)] = client.submit_vector(query)
+        for (url, window, metric, part), fut in futures.items():
+            try:
+                vector = fut.result()
+            except PrometheusQueryError:
+                continue  # that group falls back to per-Rollout queries (and their outcomes)
+            pods = {
+                (dict(labels).get("namespace", ""), dict(labels).get("pod", "")): value
+                for labels, value in vector.items()
+            }
+            batch.setdefault((url, window, metric), {})[part] = pods
+        complete = {
+            k: v for k, v in batch.items() if set(v) == set(batch_queries(k[2], ["x"], k[1]))
+        }
+        with self._lock:
+            self._batch = complete
+            self._batch_namespaces = {k: groups[k] for k in complete}
+            self._batch_at = now
+
+    def _batched(
+        self, url: str, window: int, metric: Any, namespace: str, target: str, now: dt.datetime
+    ) -> MetricSamples | None:
+        """This tick's batched samples for one metric, or None to query it on its own."""
+        if metric.query is not None or metric.kind not in BUILTIN_METRICS:
+            return None
+        key = (url, window, metric.kind)
+        with self._lock:
+            parts = self._batch.get(key)
+            covered = namespace in self._batch_namespaces.get(key, ())
+            fresh = (
+                self._batch_at is not None
+                and abs((now - self._batch_at).total_seconds()) < BATCH_MAX_AGE_SECONDS
+            )
+        if parts is None or not covered or not fresh:
+            return None
+        kind = cast(BuiltinMetric, metric.kind)
+        return MetricSamples(
+            canary=combine(kind, parts, namespace, target, "canary"),
+            baseline=combine(kind, parts, namespace, target, "baseline"),
+        )
 
     def client(self, url: str) -> PrometheusClient:
         with self._lock:
@@ -59,29 +147,36 @@ class AnalysisRunner:
             return None
         settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
         last = status.get("lastAnalysis") or {}
-        last_time = parse_stamp(last.get("time"))
-        if last_time is not None and (o.now - last_time).total_seconds() < (
-            settings.interval_seconds - 0.05
-        ):
+        if not self._due(status, settings.interval_seconds, o.now):
             return None
         meta = o.rollout["metadata"]
         target = (status.get("target") or {}).get("name") or o.target["metadata"]["name"]
-        client = self.client(settings.prometheus_url or self.default_url)
+        url = settings.prometheus_url or self.default_url
+        client = self.client(url)
         variables = template_vars(meta["namespace"], target, settings.window_seconds)
         queries = queries_for(settings, variables)
+        samples: dict[str, MetricSamples] = {}
         wanted: dict[tuple[str, str], str] = {}
         for q in queries:
+            batched = self._batched(
+                url, settings.window_seconds, q.metric, meta["namespace"], target, o.now
+            )
+            if batched is not None:
+                samples[q.metric.name] = MetricSamples(
+                    canary=batched.canary,
+                    baseline=batched.baseline if q.baseline is not None else None,
+                )
+                continue
             wanted[(q.metric.name, "canary")] = q.canary
             if q.baseline is not None:
                 wanted[(q.metric.name, "baseline")] = q.baseline
         outcomes = client.query_many(wanted)
-        samples = {
-            q.metric.name: MetricSamples(
-                canary=outcomes[(q.metric.name, "canary")],
-                baseline=outcomes.get((q.metric.name, "baseline")),
-            )
-            for q in queries
-        }
+        for q in queries:
+            if q.metric.name not in samples:
+                samples[q.metric.name] = MetricSamples(
+                    canary=outcomes[(q.metric.name, "canary")],
+                    baseline=outcomes.get((q.metric.name, "baseline")),
+                )
         state = AnalysisState.from_status(last.get("state"))
         decision = evaluate(settings, samples, state, o.now)
         breach_at = None

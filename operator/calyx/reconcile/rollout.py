@@ -323,6 +323,12 @@ def reconcile_all_rollouts(
         key = str((body.get("status") or {}).get("phase") or "Pending")
         phases[key] = phases.get(key, 0) + 1
     METRICS.set_rollouts_by_phase(phases)
+    prepare = getattr(deps.analyze, "prepare", None)
+    if tick and prepare is not None:
+        try:
+            prepare(bodies, deps.clock())
+        except Exception:  # a failed batch only means per-Rollout queries this tick
+            log.exception("batched analysis queries failed")
     active = [
         b["metadata"]
         for b in bodies

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("calyx.sweeper")
@@ -30,7 +31,16 @@ class Sweeper:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        """Ticks on a fixed cadence (start + k·interval), not "interval after the last sweep
+        ended": otherwise every analysis interval would stretch by the sweep's own duration."""
+        next_at = time.monotonic()
+        while True:
+            next_at += self.interval
+            now = time.monotonic()
+            if next_at < now:  # a sweep overran: skip the missed ticks, do not pile them up
+                next_at = now
+            if self._stop.wait(max(0.0, next_at - now)):
+                return
             try:
                 self.tick()
             except Exception:
