@@ -93,6 +93,8 @@ class RolloutWatch:
                 self.phase_log.setdefault(ns, []).append((received, phase))
             self.phase[ns] = phase
             self.verdict[ns] = str(la.get("verdict") or "")
+            if la.get("verdict") == "NoData":
+                self.no_data_reason = str(la.get("reason") or "")
             self.canary[ns] = int(st.get("canaryReplicas") or 0)
             when = parse_time(la.get("time"))
             times = self.analysis_times.setdefault(ns, [])
@@ -130,6 +132,8 @@ class RolloutWatch:
                 ts = [t for t in self.analysis_times.get(ns, []) if t0 <= t <= t1]
                 out += [b - a for a, b in itertools.pairwise(ts)]
         return out
+
+    no_data_reason = ""
 
     def verdicts(self, namespaces: Iterable[str]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -273,7 +277,12 @@ class Scale:
             f"{fmt(res['op_cpu_cores'], 2)} cores, op q/s {fmt(res['op_queries_per_s'], 1)} "
             f"(expected {fmt(res['expected_queries_per_s'], 1)}), analysis interval p50/p95 "
             f"{fmt(iv['p50'], 2)}/{fmt(iv['p95'], 2)} s, pause p50 "
-            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}",
+            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}"
+            + (
+                f" (a NoData reason: {self.rw.no_data_reason[:300]})"
+                if res["verdicts"].get("NoData")
+                else ""
+            ),
             flush=True,
         )
         return res

@@ -15,6 +15,7 @@ from typing import Any
 
 from calyx.adapters.kube import Kube
 from calyx.devenv.operator_process import OPERATOR_NS
+from calyx.devenv.workloads import sample_deployment
 from calyx.domain.signatures import (
     COSIGN_PREFIX,
     cosign_annotation_value,
@@ -116,21 +117,7 @@ def cosign(
 
 
 def deployment_body(ns: str, name: str, replicas: int, image: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }
+    return sample_deployment(ns, name, replicas, image)
 
 
 def rollout_body(

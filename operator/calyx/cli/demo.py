@@ -38,6 +38,7 @@ from calyx.cli.errors import CliError
 from calyx.devenv import build as _build
 from calyx.devenv.demo_scenario import OPERATOR_NS, DemoStack
 from calyx.devenv.prometheus import prometheus_binary
+from calyx.devenv.workloads import sample_deployment
 from calyx.domain.report import JSON_KEY, configmap_name
 from calyx.domain.rollout_plan import TERMINAL
 
@@ -261,35 +262,6 @@ def _quote(arg: str) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # objects
-
-
-def _deployment(image: str) -> dict[str, Any]:
-    labels = {"app": APP}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": APP, "namespace": NAMESPACE},
-        "spec": {
-            "replicas": REPLICAS,
-            "selector": {"matchLabels": labels},
-            "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": image,
-                            "resources": {
-                                "requests": {"cpu": "200m", "memory": "128Mi"},
-                                "limits": {"memory": "256Mi"},
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
 
 
 def _rollout(name: str, lease: str, soak_25: int) -> dict[str, Any]:
@@ -527,7 +499,7 @@ class _Demo:
         self.out.line(f"  (in {self.workdir}, with export KUBECONFIG={self.stack.kubeconfig})")
         for image in (V1, V2, V3):
             self.sim.set_profile(image, error_ratio=0.001, tes=100.0, cpu_cores=0.05)
-        self.sh.apply(_deployment(V1), "checkout.yaml")
+        self.sh.apply(sample_deployment(NAMESPACE, APP, REPLICAS, V1), "checkout.yaml")
         self._wait(
             f"deployment {APP}: {REPLICAS}/{REPLICAS} pods ready",
             lambda: self._stable_settled(V1),

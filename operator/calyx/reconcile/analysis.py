@@ -32,8 +32,9 @@ from calyx.domain.rollout_plan import AnalysisOutcome, Event, Observed, parse_st
 
 log = logging.getLogger("calyx.analysis")
 ANALYZED_PHASES = ("Progressing", "Paused", "WaitingForApproval")
-# A batch is used only by the sweep that fetched it: older values would hide a fresh breach.
-BATCH_MAX_AGE_SECONDS = 2.0
+# A batch serves the sweep that fetched it (a slow sweep at 100 Rollouts takes seconds); values
+# older than this are re-queried per Rollout rather than hide a fresh breach.
+BATCH_MAX_AGE_SECONDS = 5.0
 
 
 class AnalysisRunner:
@@ -54,6 +55,9 @@ class AnalysisRunner:
         self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
         self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         self._batch_at: dt.datetime | None = None
+        # Metrics served from a batch vs queried on their own (logged; see docs/performance.md).
+        self.batch_hits = 0
+        self.batch_misses = 0
         # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
         # the next one would stretch every interval by a tick.
         self.tolerance = tolerance_seconds
@@ -68,6 +72,7 @@ class AnalysisRunner:
         scale goal). Rollouts then read their share in ``__call__``; anything missing from the
         batch (overrides, custom metrics, a failed group) is queried per Rollout as before."""
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
+        any_due = False
         for body in bodies:
             status = body.get("status") or {}
             target = (status.get("target") or {}).get("name")
@@ -78,13 +83,18 @@ class AnalysisRunner:
                 settings = parse_analysis(spec.analysis, spec.on_breach)
             except (InvalidSpecError, ValueError):
                 continue
-            if not settings.metrics or not self._due(status, settings.interval_seconds, now):
+            if not settings.metrics:
                 continue
+            # Every analysed Rollout's namespace goes into the groups (a Rollout coming due
+            # while a slow sweep runs finds its share too); one due Rollout is enough to query.
+            any_due = any_due or self._due(status, settings.interval_seconds, now)
             url = settings.prometheus_url or self.default_url
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)
                     groups.setdefault(key, set()).add(body["metadata"]["namespace"])
+        if not any_due:
+            return
         batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
         futures = {}
         for (url, window, metric), namespaces in groups.items():
@@ -161,12 +171,20 @@ class AnalysisRunner:
             batched = self._batched(
                 url, settings.window_seconds, q.metric, meta["namespace"], target, o.now
             )
-            if batched is not None:
+            # Only a batch that has data for every side is used: "no series" from a grouped
+            # query is not trusted as NoData — the Rollout's own query decides that.
+            if (
+                batched is not None
+                and batched.canary.has_value
+                and (q.baseline is None or (batched.baseline and batched.baseline.has_value))
+            ):
                 samples[q.metric.name] = MetricSamples(
                     canary=batched.canary,
                     baseline=batched.baseline if q.baseline is not None else None,
                 )
+                self.batch_hits += 1
                 continue
+            self.batch_misses += 1
             wanted[(q.metric.name, "canary")] = q.canary
             if q.baseline is not None:
                 wanted[(q.metric.name, "baseline")] = q.baseline
