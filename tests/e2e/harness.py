@@ -209,3 +209,46 @@ def operator_forward_writes(
         ):
             out.append(ev)
     return out
+
+
+def lease_phase_timeline(cluster: Any, ns: str) -> list[tuple[str, str, str]]:
+    """(time, lease, phase) of every Lease status phase the operator wrote, from the audit log."""
+    out = []
+    for ev in cluster.read_audit_events(
+        verbs=["patch", "update"],
+        resource="leases.calyx.io",
+        subresource="status",
+        namespace=ns,
+        succeeded=True,
+    ):
+        phase = ((ev.get("requestObject") or {}).get("status") or {}).get("phase")
+        if phase:
+            out.append((ev["requestReceivedTimestamp"], ev["objectRef"]["name"], phase))
+    return sorted(out)
+
+
+def assert_no_forward_write_without_valid_lease(cluster: Any, ns: str) -> int:
+    """DESIGN §1.1 over a whole scenario: every forward write to a Deployment happened while a
+    Lease in the namespace was valid as the operator recorded it (Verified, or Consumed by the
+    claimant), never before the first verification nor after it turned Expired or Rejected.
+    Returns the number of forward writes checked."""
+    timeline = lease_phase_timeline(cluster, ns)
+    writes = operator_forward_writes(cluster, ns)
+    for w in writes:
+        t = w["requestReceivedTimestamp"]
+        state: dict[str, str] = {}
+        for when, lease, phase in timeline:
+            if when <= t:
+                state[lease] = phase
+        valid = [lease for lease, phase in state.items() if phase in ("Verified", "Consumed")]
+        # The Rollout verifies the Lease itself and may act milliseconds before the Lease
+        # controller records it: a Lease with no recorded phase yet counts when its first
+        # recorded phase is Verified.
+        later = {lease for when, lease, phase in timeline if when > t and lease not in state}
+        first = {lease: next(p for w2, l2, p in timeline if l2 == lease) for lease in later}
+        valid += [lease for lease, phase in first.items() if phase == "Verified"]
+        assert valid, (
+            f"forward write {w['verb']} {w['objectRef'].get('name')} at {t} while the leases "
+            f"were {state or 'never verified'}"
+        )
+    return len(writes)

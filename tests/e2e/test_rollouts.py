@@ -15,6 +15,7 @@ from calyx.adapters.kube import Kube
 from calyx.domain.canary import read_snapshot, template_sha
 from tests.e2e.harness import (
     OPERATOR_NS,
+    assert_no_forward_write_without_valid_lease,
     deployment,
     deployment_body,
     lease_body,
@@ -34,6 +35,14 @@ pytestmark = [pytest.mark.e2e]
 IMG1, IMG2 = "reg.example/checkout:1.0.0", "reg.example/checkout@sha256:" + "c" * 64
 FAST = [{"weight": 5, "soakSeconds": 3}, {"weight": 25, "soakSeconds": 3}, {"weight": 100}]
 NO_ANALYSIS = {"requireAnalysis": False}
+
+
+@pytest.fixture(autouse=True)
+def _safety_invariant(trust: Any, kube_namespace: str) -> Any:
+    """After every scenario: no forward Deployment write without a valid Lease (audit log)."""
+    yield
+    if trust.audit_log:
+        assert_no_forward_write_without_valid_lease(trust, kube_namespace)
 
 
 def setup(
