@@ -113,4 +113,4 @@ def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type != "DELETED":
         meta = body["metadata"]
-        reconcile_rollout(RT.rollout, meta["namespace"], meta["name"], dict(body))
+        reconcile_rollout(RT.rollout, meta["namespace"], meta["name"])

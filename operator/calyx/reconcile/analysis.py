@@ -55,9 +55,6 @@ class AnalysisRunner:
         self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
         self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         self._batch_at: dt.datetime | None = None
-        # Metrics served from a batch vs queried on their own (logged; see docs/performance.md).
-        self.batch_hits = 0
-        self.batch_misses = 0
         # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
         # the next one would stretch every interval by a tick.
         self.tolerance = tolerance_seconds
@@ -96,10 +93,13 @@ class AnalysisRunner:
         if not any_due:
             return
         batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
+        parts_wanted: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         futures = {}
         for (url, window, metric), namespaces in groups.items():
             client = self.client(url)
-            for part, query in batch_queries(metric, namespaces, window).items():
+            queries = batch_queries(metric, namespaces, window)
+            parts_wanted[(url, window, metric)] = set(queries)
+            for part, query in queries.items():
                 futures[(url, window, metric, part)] = client.submit_vector(query)
         for (url, window, metric, part), fut in futures.items():
             try:
@@ -111,9 +111,7 @@ class AnalysisRunner:
                 for labels, value in vector.items()
             }
             batch.setdefault((url, window, metric), {})[part] = pods
-        complete = {
-            k: v for k, v in batch.items() if set(v) == set(batch_queries(k[2], ["x"], k[1]))
-        }
+        complete = {k: v for k, v in batch.items() if set(v) == parts_wanted[k]}
         with self._lock:
             self._batch = complete
             self._batch_namespaces = {k: groups[k] for k in complete}
@@ -182,9 +180,7 @@ class AnalysisRunner:
                     canary=batched.canary,
                     baseline=batched.baseline if q.baseline is not None else None,
                 )
-                self.batch_hits += 1
                 continue
-            self.batch_misses += 1
             wanted[(q.metric.name, "canary")] = q.canary
             if q.baseline is not None:
                 wanted[(q.metric.name, "baseline")] = q.baseline

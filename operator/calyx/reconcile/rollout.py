@@ -285,13 +285,14 @@ def reconcile_rollout(
     deps: RolloutDeps,
     namespace: str,
     name: str,
-    body: Mapping[str, Any] | None = None,
     tick: bool = False,
 ) -> None:
-    """Run passes until the plan is empty; analysis (when due) only on the first, timer pass."""
+    """Run passes until the plan is empty; analysis (when due) only on the first, timer pass.
+
+    Takes names, not a body: every pass re-reads the Rollout inside the lock, because a copy
+    from a watch event or a listing may predate another pass's writes."""
     with deps.locks.hold(f"rollout/{namespace}/{name}"):
         for i in range(MAX_PASSES):
-            # Always re-read inside the lock: ``body`` may predate another pass's writes.
             rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
             if rollout is None:
                 return
