@@ -39,6 +39,7 @@ from calyx.api.lease import (
     LeasePhase,
     LeaseSpec,
     LeaseStatus,
+    RolloutRef,
     parse_lease_spec,
 )
 from calyx.api.rollout import (
@@ -91,6 +92,7 @@ __all__ = [
     "RollbackStatus",
     "RolloutObject",
     "RolloutPhase",
+    "RolloutRef",
     "RolloutSpec",
     "RolloutStatus",
     "SnapshotRef",

@@ -24,6 +24,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from calyx.api.common import (
     CONDITIONS_LIST_MAP,
+    DNS_SUBDOMAIN_PATTERN,
     RFC3339_UTC_PATTERN,
     Condition,
     DnsLabel,
@@ -36,6 +37,7 @@ from calyx.api.common import (
     parse_rfc3339_utc,
 )
 from calyx.api.errors import parse_spec
+from calyx.api.rollout import MAX_NAME_LENGTH as MAX_ROLLOUT_NAME_LENGTH
 
 KIND: Final = "Lease"
 PLURAL: Final = "leases"
@@ -52,6 +54,9 @@ DEFAULT_REQUIRE_ANALYSIS: Final = True
 not a canary."""
 
 MAX_CONTAINERS: Final = 32
+
+SPEC_DIGEST_PATTERN: Final = r"^sha256:[0-9a-f]{64}$"
+"""``sha256:`` and 64 lowercase hex digits: the form of every digest Calyx computes."""
 
 LeasePhase = Literal["Pending", "Verified", "Rejected", "Expired", "Consumed"]
 
@@ -119,6 +124,29 @@ class LeaseConstraints(SpecModel):
         return self.require_analysis
 
 
+class RolloutRef(SpecModel):
+    """The one Rollout (same namespace) this Lease may be rolled out by, and exactly how.
+
+    Without it the keys sign *what* changes but not *how*: whoever can write a Rollout could pick
+    the tiers, turn analysis down or attach a ``postDeploy`` Job -- a pod the operator runs with
+    its own rights. See docs/signing.md, "Binding the rollout (rolloutRef)".
+    """
+
+    name: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=MAX_ROLLOUT_NAME_LENGTH, pattern=DNS_SUBDOMAIN_PATTERN
+        ),
+    ]
+    """Name of the Rollout (`rollouts.calyx.io`, same namespace) allowed to use this Lease."""
+
+    spec_digest: Annotated[
+        str, StringConstraints(min_length=71, max_length=71, pattern=SPEC_DIGEST_PATTERN)
+    ]
+    """`sha256:<hex>` of the Rollout's effective spec (defaults applied, `paused` left out), as
+    printed by `calyx rollout digest -f rollout.yaml`."""
+
+
 class LeaseSpec(SpecModel):
     """What is authorized. Immutable after creation: create a new Lease to change anything."""
 
@@ -150,6 +178,11 @@ class LeaseSpec(SpecModel):
     def _rfc3339_utc(cls, value: str) -> str:
         parse_rfc3339_utc(value)  # kept as the original string: signatures cover the text
         return value
+
+    rollout_ref: RolloutRef | None = None
+    """Binds how the change is rolled out: the Rollout's name and the digest of its effective
+    spec. Omitted: any Rollout spec satisfying `constraints` may use the Lease, unless the trust
+    policy `requireRolloutBinding` demands a binding."""
 
     def expires_at_datetime(self) -> datetime:
         """``expiresAt`` as an aware UTC datetime."""

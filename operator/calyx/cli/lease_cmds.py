@@ -16,6 +16,7 @@ from calyx.api.lease import parse_lease_spec
 from calyx.cli import keys, yamlio
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
+from calyx.cli.rollout_file import read_rollout_file
 from calyx.domain.canonical import CanonicalError, canonical_json
 from calyx.domain.signatures import (
     COSIGN_PREFIX,
@@ -62,6 +63,7 @@ def build_lease(
     expires_at: str,
     max_initial_weight: int | None,
     require_analysis: bool | None,
+    rollout_ref: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     containers = []
     for item in images:
@@ -82,6 +84,8 @@ def build_lease(
     if constraints:
         spec["constraints"] = constraints
     spec["expiresAt"] = expires_at
+    if rollout_ref is not None:
+        spec["rolloutRef"] = dict(rollout_ref)
     check_spec(spec)
     return {
         "apiVersion": API_VERSION,
@@ -89,6 +93,29 @@ def build_lease(
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
+
+
+def rollout_ref_from(path: str, *, lease_name: str, namespace: str) -> dict[str, str]:
+    """``spec.rolloutRef`` for the Rollout in ``path``: its name and effective-spec digest.
+
+    Refuses a Rollout the Lease could never authorize -- another namespace, or a ``leaseRef``
+    naming another Lease -- since signing such a binding would only produce a Rollout that
+    fails with ``ConstraintViolated`` later (docs/signing.md, "Binding the rollout").
+    """
+    rollout = read_rollout_file(path)
+    where = "stdin" if path == "-" else path
+    if rollout.namespace is not None and rollout.namespace != namespace:
+        raise CliError(
+            f"{where}: Rollout namespace {rollout.namespace!r} differs from the lease's "
+            f"{namespace!r} (a Lease binds a Rollout in its own namespace: pass "
+            f"-n {rollout.namespace})"
+        )
+    if rollout.spec.lease_ref.name != lease_name:
+        raise CliError(
+            f"{where}: Rollout {rollout.name!r} cites lease {rollout.spec.lease_ref.name!r} "
+            f"in spec.leaseRef, not {lease_name!r}"
+        )
+    return {"name": rollout.name, "specDigest": rollout.digest}
 
 
 def expires_at_from(expires_in: str | None, expires_at: str | None, now: dt.datetime) -> str:
@@ -241,6 +268,11 @@ def cmd_create(ctx: CliContext, args: Any, now: dt.datetime) -> str:
         expires_at=expires_at_from(args.expires_in, args.expires_at, now),
         max_initial_weight=args.max_initial_weight,
         require_analysis=args.require_analysis,
+        rollout_ref=(
+            rollout_ref_from(args.rollout, lease_name=args.name, namespace=ctx.namespace)
+            if args.rollout
+            else None
+        ),
     )
     if not args.apply:
         return yamlio.dump(lease).rstrip()

@@ -70,7 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--expires-at", help="RFC 3339 UTC time")
     lc.add_argument("--max-initial-weight", type=int)
     lc.add_argument("--require-analysis", type=_bool, metavar="true|false")
+    lc.add_argument(
+        "--rollout",
+        metavar="FILE",
+        help="bind this Rollout YAML (name and spec digest) in spec.rolloutRef; - for stdin",
+    )
     lc.add_argument("--apply", action="store_true", help="create it in the cluster")
+
+    ro = sub.add_parser("rollout", help="work with Rollout files")
+    rsub = ro.add_subparsers(dest="rollout_verb", required=True, metavar="ACTION")
+    rd = rsub.add_parser("digest", help="print a Rollout file's spec digest (for rolloutRef)")
+    rd.add_argument("-f", "--file", required=True, help="Rollout YAML file, - for stdin")
 
     sl = sub.add_parser("sign-lease", parents=[common], help="cosign a lease")
     sl.add_argument("name", nargs="?", help="live leases.calyx.io object to sign")
@@ -162,6 +172,8 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
         return table[args.trust_verb](ctx, args), 0
     if args.verb == "lease":
         return lease_cmds.cmd_create(ctx, args, now), 0
+    if args.verb == "rollout":
+        return rollout_cmds.cmd_digest(args), 0
     if args.verb == "sign-lease":
         _name_or_file(args)
         return lease_cmds.cmd_sign(ctx, args, now), 0

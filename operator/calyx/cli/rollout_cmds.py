@@ -15,6 +15,7 @@ from calyx.adapters.kube import ROLLOUTS, api_message
 from calyx.cli import keys
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
+from calyx.cli.rollout_file import read_rollout_file
 from calyx.domain.rollout_plan import FORCE_ROLLBACK, TERMINAL
 from calyx.domain.signatures import (
     APPROVE_PREFIX,
@@ -23,6 +24,12 @@ from calyx.domain.signatures import (
     sign_statement,
 )
 from calyx.domain.timefmt import format_time
+
+
+def cmd_digest(args: Any) -> str:
+    """``calyx rollout digest -f FILE``: the value for a Lease's ``spec.rolloutRef.specDigest``
+    (docs/signing.md, "Binding the rollout"). Offline: the digest depends on the file only."""
+    return read_rollout_file(args.file).digest
 
 
 def _get(ctx: CliContext, name: str) -> dict[str, Any]:

@@ -16,14 +16,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 import yaml
 
 from calyx.domain.signatures import PUBLIC_KEY_LEN, ROLES, Role, signer_id_error
 
 __all__ = [
+    "ROLLOUT_BINDINGS",
     "Policy",
+    "RolloutBinding",
     "Signer",
     "TrustStore",
     "TrustStoreError",
@@ -58,15 +60,28 @@ class Signer:
         return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
 
 
+RolloutBinding = Literal["postDeploy", "always"]
+"""When a Lease must bind its Rollout with ``spec.rolloutRef`` (docs/signing.md, trust store):
+
+* ``postDeploy`` -- only when the Rollout has ``postDeploy``: its Job runs a pod of the Rollout
+  author's choosing with the operator's rights, which the keys must approve;
+* ``always`` -- every Rollout, so the signers also fix tiers, analysis and ``onBreach``.
+"""
+
+ROLLOUT_BINDINGS: Final[tuple[RolloutBinding, ...]] = get_args(RolloutBinding)
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Counting and time rules; field names are the snake_case of ``policy.yaml``'s keys."""
+    """Counting, time and binding rules; field names are the snake_case of ``policy.yaml``'s
+    keys."""
 
     humans: int = 1
     agents: int = 1
     max_signature_age_seconds: int = 3600
     max_lease_seconds: int = 86400
     clock_skew_seconds: int = 60
+    require_rollout_binding: RolloutBinding = "postDeploy"
 
 
 @dataclass(frozen=True)
@@ -77,15 +92,33 @@ class TrustStore:
     policy: Policy
 
 
-# policy.yaml key -> (Policy field, minimum value)
-_POLICY_FIELDS: dict[str, tuple[str, int]] = {
-    "humans": ("humans", 1),
-    "agents": ("agents", 1),
-    "maxSignatureAgeSeconds": ("max_signature_age_seconds", 1),
-    "maxLeaseSeconds": ("max_lease_seconds", 1),
-    "clockSkewSeconds": ("clock_skew_seconds", 0),
+@dataclass(frozen=True)
+class _IntField:
+    """An integer ``policy.yaml`` key with a lower bound (booleans are not integers here)."""
+
+    attr: str
+    minimum: int
+
+
+@dataclass(frozen=True)
+class _EnumField:
+    """A ``policy.yaml`` key whose value is one of a fixed set of strings, matched exactly:
+    ``PostDeploy`` or ``"always "`` is an error, not a silent fallback to the default."""
+
+    attr: str
+    choices: tuple[str, ...]
+
+
+# policy.yaml key -> how to parse it, in the order error messages list them
+_POLICY_FIELDS: dict[str, _IntField | _EnumField] = {
+    "humans": _IntField("humans", 1),
+    "agents": _IntField("agents", 1),
+    "maxSignatureAgeSeconds": _IntField("max_signature_age_seconds", 1),
+    "maxLeaseSeconds": _IntField("max_lease_seconds", 1),
+    "clockSkewSeconds": _IntField("clock_skew_seconds", 0),
+    "requireRolloutBinding": _EnumField("require_rollout_binding", ROLLOUT_BINDINGS),
 }
-assert {f for f, _ in _POLICY_FIELDS.values()} == {f.name for f in fields(Policy)}
+assert {f.attr for f in _POLICY_FIELDS.values()} == {f.name for f in fields(Policy)}
 
 _SIGNER_FIELDS = ("id", "role", "publicKey", "namespaces")
 
@@ -244,17 +277,34 @@ def _parse_policy(text: str | None) -> Policy:
             f"{POLICY_FILE}: unknown field {', '.join(repr(k) for k in unknown)} "
             f"(allowed: {', '.join(_POLICY_FIELDS)})"
         )
-    values: dict[str, int] = {}
-    for key, (attr, minimum) in _POLICY_FIELDS.items():
-        if key not in doc:
-            continue
-        v = doc[key]
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TrustStoreError(f"{POLICY_FILE}: {key} must be an integer, got {_kind(v)}")
-        if v < minimum:
-            raise TrustStoreError(f"{POLICY_FILE}: {key} must be >= {minimum}, got {v}")
-        values[attr] = v
+    values: dict[str, Any] = {}
+    for key, spec in _POLICY_FIELDS.items():
+        if key in doc:
+            values[spec.attr] = _policy_value(key, spec, doc[key])
     return Policy(**values)
+
+
+def _policy_value(key: str, spec: _IntField | _EnumField, v: object) -> object:
+    """``v`` checked against ``spec``; raises :class:`TrustStoreError` naming key and value."""
+    if isinstance(spec, _EnumField):
+        if not isinstance(v, str):
+            raise TrustStoreError(
+                f"{POLICY_FILE}: {key} must be one of {_choices(spec.choices)}, got {_kind(v)}"
+            )
+        if v not in spec.choices:
+            raise TrustStoreError(
+                f"{POLICY_FILE}: {key} must be one of {_choices(spec.choices)}, got {v!r}"
+            )
+        return v
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TrustStoreError(f"{POLICY_FILE}: {key} must be an integer, got {_kind(v)}")
+    if v < spec.minimum:
+        raise TrustStoreError(f"{POLICY_FILE}: {key} must be >= {spec.minimum}, got {v}")
+    return v
+
+
+def _choices(choices: tuple[str, ...]) -> str:
+    return ", ".join(repr(c) for c in choices)
 
 
 # --------------------------------------------------------------------------- YAML
