@@ -169,6 +169,12 @@ class ObjectRef(StatusModel):
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
+#: kstatus condition types, on both kinds (docs/gitops.md, "Conditions"): exactly one is True.
+CONDITION_READY: Final = "Ready"
+CONDITION_RECONCILING: Final = "Reconciling"
+CONDITION_STALLED: Final = "Stalled"
+KSTATUS_CONDITION_TYPES: Final = (CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED)
+
 CONDITION_TYPE_PATTERN: Final = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"

@@ -46,6 +46,7 @@ MAX_NAME_LENGTH: Final = 63
 Approval = Literal["Auto", "Manual"]
 OnBreach = Literal["Rollback", "Pause"]
 RolloutPhase = Literal[
+    "Pending",
     "WaitingForLease",
     "Progressing",
     "Paused",
@@ -463,6 +464,12 @@ class RollbackStatus(StatusModel):
 
     detect_seconds: float | None = None
     revert_seconds: float | None = None
+    restore_attempts: Annotated[int, Field(ge=0)] | None = None
+    """Restore patches issued so far: at most one per 5 s after the first three."""
+
+    last_restore_at: Time | None = None
+    stuck: bool | None = None
+    """The restore has not converged after three attempts (Warning `RollbackStuck` posted)."""
 
 
 class ApprovalRecord(StatusModel):
@@ -532,7 +539,8 @@ class RolloutStatus(StatusModel):
     conditions: Annotated[list[Condition], Field(json_schema_extra=CONDITIONS_LIST_MAP)] | None = (
         None
     )
-    """Standard conditions: LeaseVerified, Progressing, Healthy, Completed, RolledBack."""
+    """Standard conditions: LeaseVerified, Progressing, Healthy, Completed, RolledBack, and the
+    kstatus trio Ready (Completed), Reconciling (in progress), Stalled (RolledBack, Failed)."""
 
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     """The `.metadata.generation` last processed."""

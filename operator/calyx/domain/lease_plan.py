@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calyx.domain.conditions import condition_field, set_condition
+from calyx.domain.kstatus import kstatus_conditions
 from calyx.domain.verification import LeaseVerdict
 
 
@@ -93,6 +94,9 @@ def plan_lease_status(
         now=now,
         generation=generation,
     )
+    status["conditions"] = kstatus_conditions(
+        "Lease", phase, generation, now, status["conditions"], message
+    )
     if phase != prev.get("phase"):
         events.extend(_phase_events(verdict))
     return LeasePlan(status=status, events=events)
@@ -127,6 +131,9 @@ def plan_unverifiable(
             generation=generation,
         ),
     }
+    status["conditions"] = kstatus_conditions(
+        "Lease", phase, generation, now, status["conditions"], message
+    )
     if prev.get("digest"):
         status["digest"] = prev["digest"]
     events = []
