@@ -9,6 +9,7 @@ import pytest
 from calyx.domain.signatures import public_key_from_seed
 from calyx.domain.trust import (
     Policy,
+    RolloutBinding,
     Signer,
     TrustStoreError,
     dump_signers_yaml,
@@ -60,6 +61,20 @@ def test_empty_signers(signers: str | None) -> None:
 
 def test_partial_policy_keeps_other_defaults() -> None:
     assert parse_trust_store(None, "agents: 2").policy == Policy(agents=2)
+
+
+def test_rollout_binding_defaults_to_post_deploy() -> None:
+    """A postDeploy Job runs a pod of the Rollout author's choosing: bound unless said otherwise
+    (docs/signing.md, trust store)."""
+    assert Policy().require_rollout_binding == "postDeploy"
+    assert parse_trust_store(None, None).policy.require_rollout_binding == "postDeploy"
+    assert parse_trust_store(None, GOOD_POLICY).policy.require_rollout_binding == "postDeploy"
+
+
+@pytest.mark.parametrize("value", ["postDeploy", "always"])
+def test_rollout_binding_values(value: RolloutBinding) -> None:
+    policy = parse_trust_store(None, f"humans: 2\nrequireRolloutBinding: {value}\n").policy
+    assert policy == Policy(humans=2, require_rollout_binding=value)
 
 
 @pytest.mark.parametrize(
@@ -243,6 +258,25 @@ def test_duplicate_yaml_field_names_the_key() -> None:
             "humans: 1\nhumans: 2",
             "policy.yaml: invalid YAML: duplicate key 'humans' at line 2, column 1",
         ),
+        (
+            "requireRolloutBinding: Always",
+            "policy.yaml: requireRolloutBinding must be one of 'postDeploy', 'always', "
+            "got 'Always'",
+        ),
+        (
+            "requireRolloutBinding: never",
+            "policy.yaml: requireRolloutBinding must be one of 'postDeploy', 'always', got 'never'",
+        ),
+        ('requireRolloutBinding: ""', "requireRolloutBinding must be one of 'postDeploy', "),
+        ("requireRolloutBinding: true", "requireRolloutBinding must be one of 'postDeploy', "),
+        ("requireRolloutBinding:", "'postDeploy', 'always', got null"),
+        ("requireRolloutBinding: [always]", "'postDeploy', 'always', got list"),
+        ("requireRolloutBinding: 1", "'postDeploy', 'always', got integer"),
+        (
+            "requireBinding: always",
+            "policy.yaml: unknown field 'requireBinding' (allowed: humans, agents, "
+            "maxSignatureAgeSeconds, maxLeaseSeconds, clockSkewSeconds, requireRolloutBinding)",
+        ),
     ],
     ids=[
         "bad-yaml",
@@ -259,6 +293,14 @@ def test_duplicate_yaml_field_names_the_key() -> None:
         "zero-lease",
         "negative-skew",
         "duplicate-field",
+        "binding-case",
+        "binding-unknown",
+        "binding-empty",
+        "binding-bool",
+        "binding-null",
+        "binding-list",
+        "binding-int",
+        "binding-typo-field",
     ],
 )
 def test_policy_errors(policy: str, message: str) -> None:
