@@ -157,6 +157,20 @@ def test_lease_signed_dict_round_trips_exactly() -> None:
     assert parse_lease_spec(raw).signed_dict() == raw
 
 
+def test_lease_with_rollout_ref_round_trips_exactly() -> None:
+    """rolloutRef is signed like the rest of the spec: as written, nothing added."""
+    raw = {
+        **lease_obj()["spec"],
+        "rolloutRef": {"name": "checkout-2-3-1", "specDigest": "sha256:" + "0f" * 32},
+    }
+    spec = parse_lease_spec(raw)
+    assert spec.rollout_ref is not None
+    assert spec.rollout_ref.name == "checkout-2-3-1"
+    assert spec.rollout_ref.spec_digest == "sha256:" + "0f" * 32
+    assert spec.signed_dict() == raw
+    assert parse_lease_spec(lease_obj()["spec"]).rollout_ref is None
+
+
 @pytest.mark.parametrize(
     "constraints, weight, analysis",
     [({"maxInitialWeight": 25}, 25, True), ({"requireAnalysis": False}, 5, False), ({}, 5, True)],
@@ -348,6 +362,54 @@ LEASE_BAD = [
     ("weight 0", _set("constraints.maxInitialWeight", 0), "maxInitialWeight", "greater than"),
     ("weight 101", _set("constraints.maxInitialWeight", 101), "maxInitialWeight", "less than"),
     ("string bool", _set("constraints.requireAnalysis", "true"), "requireAnalysis", "boolean"),
+    (
+        "rolloutRef digest uppercase",
+        _set("rolloutRef", {"name": "r", "specDigest": "sha256:" + "AB" * 32}),
+        "spec.rolloutRef.specDigest",
+        "pattern",
+    ),
+    (
+        "rolloutRef digest short",
+        _set("rolloutRef", {"name": "r", "specDigest": "sha256:abc"}),
+        "spec.rolloutRef.specDigest",
+        "at least 71",
+    ),
+    (
+        "rolloutRef digest other algorithm",
+        _set("rolloutRef", {"name": "r", "specDigest": "sha512:" + "ab" * 32}),
+        "spec.rolloutRef.specDigest",
+        "pattern",
+    ),
+    (
+        "rolloutRef without digest",
+        _set("rolloutRef", {"name": "r"}),
+        "spec.rolloutRef.specDigest",
+        "required",
+    ),
+    (
+        "rolloutRef without name",
+        _set("rolloutRef", {"specDigest": "sha256:" + "ab" * 32}),
+        "spec.rolloutRef.name",
+        "required",
+    ),
+    (
+        "rolloutRef name not DNS",
+        _set("rolloutRef", {"name": "Roll_Out", "specDigest": "sha256:" + "ab" * 32}),
+        "spec.rolloutRef.name",
+        "pattern",
+    ),
+    (
+        "rolloutRef name longer than a Rollout name",
+        _set("rolloutRef", {"name": "r" * 64, "specDigest": "sha256:" + "ab" * 32}),
+        "spec.rolloutRef.name",
+        "at most 63",
+    ),
+    (
+        "rolloutRef unknown field",
+        _set("rolloutRef", {"name": "r", "specDigest": "sha256:" + "ab" * 32, "uid": "x"}),
+        "spec.rolloutRef.uid",
+        "unknown field",
+    ),
 ]
 
 

@@ -240,6 +240,16 @@ def test_container_names_are_a_list_map() -> None:
     assert containers["minItems"] == 1
 
 
+def test_lease_rollout_ref_is_optional_and_pins_a_sha256() -> None:
+    """docs/signing.md, "Binding the rollout": optional, no default, both fields required."""
+    spec = root_schema(LEASE_FILE)["properties"]["spec"]
+    assert "rolloutRef" not in spec["required"]
+    ref = spec["properties"]["rolloutRef"]
+    assert ref["required"] == ["name", "specDigest"]
+    assert ref["properties"]["specDigest"]["pattern"] == "^sha256:[0-9a-f]{64}$"
+    assert ref["properties"]["name"]["maxLength"] == 63  # a Rollout name is a label value
+
+
 # --------------------------------------------------------------------------------------------
 # CEL rules
 # --------------------------------------------------------------------------------------------
