@@ -15,7 +15,7 @@ from typing import Any
 
 from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
-from calyx.domain.canary import canary_name, snapshot_name
+from calyx.domain.canary import CLAIM_ANNOTATION, canary_name, snapshot_name, trusted_snapshot
 from calyx.domain.ledger import LedgerEntry, decide_claim
 from calyx.domain.risk import recommended_tiers
 from calyx.domain.rollout_plan import (
@@ -165,7 +165,13 @@ class World:
             )
             holder = self.ledger.get(verdict.digest)
             claimed = holder is not None and holder.rollout_uid == "uid-r1"
+        st = self.rollout["status"]
+        doc, problem = None, ""
+        if (st.get("snapshot") or {}).get("configMap"):
+            doc, problem = trusted_snapshot(self.snapshot, st["snapshot"].get("sha256"))
         return Observed(
+            snapshot_doc=doc,
+            snapshot_problem=problem,
             rollout=copy.deepcopy(self.rollout),
             now=self.now,
             spec=spec,
@@ -211,6 +217,15 @@ class World:
         elif a.kind == "Claim":
             if decide_claim(self.ledger, a.entry).won:
                 self.ledger.setdefault(a.entry.digest, a.entry)
+        elif a.kind == "ClaimTarget":
+            assert self.target is not None
+            ann = self.target["metadata"].setdefault("annotations", {})
+            ann[CLAIM_ANNOTATION] = f"{meta['name']}/{meta['uid']}"
+        elif a.kind == "ReleaseTarget":
+            assert self.target is not None
+            self.target["metadata"].get("annotations", {}).pop(CLAIM_ANNOTATION, None)
+        elif a.kind == "DeleteSnapshot":
+            self.snapshot = None
         elif a.kind == "WriteSnapshot":
             self.snapshot = self.snapshot or copy.deepcopy(dict(a.body))
         elif a.kind == "CreateCanary":

@@ -69,6 +69,11 @@ def api_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def error_message(exc: BaseException) -> str:
+    """One line for a log: the server's message for an API error, else the exception text."""
+    return api_message(exc) if isinstance(exc, ApiException) else str(exc)
+
+
 class Kube:
     """Dict-in, dict-out access to the resources Calyx reads and writes."""
 
@@ -186,6 +191,21 @@ class Kube:
                 name, namespace, patch, _content_type=content_type
             )
         )
+
+    def annotate_deployment(
+        self, namespace: str, name: str, key: str, value: str | None, resource_version: str
+    ) -> bool:
+        """Set (or, with None, remove) one annotation, only if the Deployment is still at
+        ``resource_version``. False when it changed meanwhile or is gone: the caller observes
+        again rather than overwrite what it has not seen."""
+        patch = {"metadata": {"annotations": {key: value}, "resourceVersion": resource_version}}
+        try:
+            self.patch_deployment(namespace, name, patch, "application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     def delete_deployment_now(self, namespace: str, name: str, pod_selector: str) -> None:
         """Delete a Deployment and, right away, its pods: pods with a deletionTimestamp leave

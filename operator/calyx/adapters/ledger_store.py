@@ -8,50 +8,113 @@ winner. That is what makes a Lease single-use without a lock service.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Callable
 
-from calyx.adapters.kube import Kube, Obj, is_conflict
+from calyx.adapters.events import EventRecorder
+from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, Obj, is_conflict
 from calyx.adapters.settings import Settings
+from calyx.domain.canary import MANAGED_BY
 from calyx.domain.ledger import (
     ClaimOutcome,
     LedgerEntry,
+    LedgerRead,
     decide_claim,
     encode_entry,
     ledger_key,
-    parse_ledger,
     prunable,
+    read_ledger,
 )
+from calyx.domain.replay import rebuild_entries
 
+log = logging.getLogger("calyx.ledger")
 MAX_ATTEMPTS = 20
 
 
 class LedgerStore:
-    def __init__(self, kube: Kube, settings: Settings) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: Settings,
+        events: EventRecorder | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self.kube = kube
         self.ns = settings.namespace
         self.name = settings.ledger_configmap
+        self.events = events
+        self.clock = clock
+        self._reported: set[str] = set()
 
     def _read(self) -> Obj | None:
-        return self.kube.get_configmap(self.ns, self.name)
+        cm = self.kube.get_configmap(self.ns, self.name)
+        if cm is None:
+            cm = self.rebuild()
+        return cm
+
+    def read(self) -> LedgerRead:
+        """The ledger, rebuilt first if it is missing; corrupt entries fail only their digest."""
+        ledger = read_ledger((self._read() or {}).get("data"))
+        self._report(ledger)
+        return ledger
 
     def entries(self) -> dict[str, LedgerEntry]:
-        """All entries by digest; a corrupt entry raises (a silently dropped one allows replay)."""
-        cm = self._read()
-        return parse_ledger((cm or {}).get("data"))
+        """Digest → holder, with a fail-closed stand-in for each unreadable entry."""
+        return self.read().holders()
+
+    def _report(self, ledger: LedgerRead) -> None:
+        """One log line per corrupt entry per process, not one per pass."""
+        for key, why in {**ledger.unreadable, **ledger.bad_keys}.items():
+            if key not in self._reported:
+                self._reported.add(key)
+                log.error("ledger %s/%s: %s (that digest is refused)", self.ns, self.name, why)
+
+    def rebuild(self) -> Obj | None:
+        """Re-create a missing ledger from Lease and Rollout statuses (Warning ``LedgerRebuilt``).
+
+        Statuses are written only by the operator, so they are the records the ledger caches
+        (docs/security.md); of two operators rebuilding at once, one create wins and the other
+        reads it."""
+        now = self.clock()
+        entries = rebuild_entries(
+            self.kube.list_custom(LEASES), self.kube.list_custom(ROLLOUTS), now
+        )
+        data = dict(encode_entry(e) for e in entries)
+        body = {
+            "metadata": {"name": self.name, "namespace": self.ns, "labels": dict(MANAGED_BY)},
+            "data": data,
+        }
+        try:
+            created = self.kube.create_configmap(self.ns, body)
+        except Exception as exc:
+            if is_conflict(exc):
+                return self.kube.get_configmap(self.ns, self.name)
+            raise
+        msg = (
+            f"ledger {self.ns}/{self.name} was missing; rebuilt with {len(entries)} "
+            "consumed lease(s) from Lease and Rollout statuses"
+        )
+        log.warning(msg)
+        if self.events is not None:
+            self.events.emit(created, "Warning", "LedgerRebuilt", msg)
+        return created
 
     def claim(self, candidate: LedgerEntry, now: dt.datetime) -> ClaimOutcome:
         """Record ``candidate`` unless another Rollout holds the digest; idempotent for its owner.
 
         Expired entries are pruned in the same write, so the ledger stays bounded without a
-        separate garbage-collection loop racing the claims.
+        separate garbage-collection loop racing the claims. Unreadable entries are kept as they
+        are (dropping one would re-open its digest).
         """
         for _ in range(MAX_ATTEMPTS):
             cm = self._read()
             data = dict((cm or {}).get("data") or {})
-            entries = parse_ledger(data)
+            ledger = read_ledger(data)
+            entries = ledger.holders()
             outcome = decide_claim(entries, candidate)
             if not outcome.won or candidate.digest in entries:
                 return outcome
-            for key in prunable(entries, now):
+            for key in prunable(ledger.entries, now):
                 data.pop(key, None)
             key, value = encode_entry(candidate)
             data[key] = value
@@ -59,7 +122,14 @@ class LedgerStore:
                 if cm is None:
                     self.kube.create_configmap(
                         self.ns,
-                        {"metadata": {"name": self.name, "namespace": self.ns}, "data": data},
+                        {
+                            "metadata": {
+                                "name": self.name,
+                                "namespace": self.ns,
+                                "labels": dict(MANAGED_BY),
+                            },
+                            "data": data,
+                        },
                     )
                 else:
                     cm["data"] = data
@@ -74,11 +144,11 @@ class LedgerStore:
     def prune(self, now: dt.datetime) -> list[str]:
         """Drop entries past their lease's expiry (a replay of those fails rule 1 anyway)."""
         for _ in range(MAX_ATTEMPTS):
-            cm = self._read()
+            cm = self.kube.get_configmap(self.ns, self.name)
             if cm is None:
                 return []
             data = dict(cm.get("data") or {})
-            gone = prunable(parse_ledger(data), now)
+            gone = prunable(read_ledger(data).entries, now)
             if not gone:
                 return []
             for key in gone:

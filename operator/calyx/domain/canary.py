@@ -16,6 +16,12 @@ TRACK_LABEL = "calyx.io/track"
 ROLLOUT_LABEL = "calyx.io/rollout"
 DIGEST_ANNOTATION = "calyx.io/lease-digest"
 SNAPSHOT_KEY = "deployment.json"
+MANAGED_BY_LABEL = "calyx.io/managed-by"
+"""Marks the ConfigMaps only the operator may change (snapshot, report, ledger): the admission
+guard protects what carries it (docs/security.md)."""
+MANAGED_BY = {MANAGED_BY_LABEL: "calyx", "app.kubernetes.io/managed-by": "calyx"}
+CLAIM_ANNOTATION = "calyx.io/claimed-by"
+"""On the target Deployment: ``<rollout-name>/<rollout-uid>`` of the one Rollout changing it."""
 
 
 def canary_name(target: str) -> str:
@@ -77,19 +83,90 @@ def snapshot_configmap(
         "metadata": {
             "name": snapshot_name(meta["name"]),
             "namespace": meta["namespace"],
-            "labels": {ROLLOUT_LABEL: meta["name"], "app.kubernetes.io/managed-by": "calyx"},
+            "labels": {ROLLOUT_LABEL: meta["name"], **MANAGED_BY},
             "ownerReferences": [owner_reference(rollout)],
         },
+        # Immutable: nobody edits a rollback pack in place; a replaced one fails the sha256
+        # check against status.snapshot (docs/security.md).
+        "immutable": True,
         "data": {SNAPSHOT_KEY: payload},
     }
     return body, hashlib.sha256(payload.encode()).hexdigest()
 
 
 def read_snapshot(cm: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """The saved document and the sha256 of its payload as stored."""
+    """The saved document and the sha256 of its payload as stored (``{}`` if unparseable:
+    the sha256 still identifies what is there, and a check against status fails on it)."""
     payload = str((cm.get("data") or {}).get(SNAPSHOT_KEY) or "")
-    doc = json.loads(payload) if payload else {}
+    try:
+        doc = json.loads(payload) if payload else {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
     return doc, hashlib.sha256(payload.encode()).hexdigest()
+
+
+def trusted_snapshot(
+    cm: Mapping[str, Any] | None, recorded_sha256: str | None
+) -> tuple[dict[str, Any] | None, str]:
+    """The snapshot document if its payload is exactly the one recorded in
+    ``status.snapshot.sha256`` (which only the operator can write), else ``(None, why)``.
+
+    The document's own ``templateSha256`` is never trusted: whoever rewrites a payload can
+    recompute it. What the stable is restored to and compared against is the payload's
+    ``spec.template``, hashed here.
+    """
+    if cm is None:
+        return None, "the snapshot ConfigMap is missing"
+    if not recorded_sha256:
+        return None, "no snapshot digest was recorded in status"
+    doc, sha = read_snapshot(cm)
+    if sha != recorded_sha256:
+        return None, (
+            f"snapshot payload sha256 {sha[:12]}… differs from the recorded {recorded_sha256[:12]}…"
+        )
+    if not isinstance((doc.get("spec") or {}).get("template"), dict):
+        return None, "the snapshot payload has no pod template"
+    return doc, ""
+
+
+def snapshot_template_sha(doc: Mapping[str, Any]) -> str:
+    """sha256 of the pod template saved in a snapshot document (computed, not read)."""
+    return sha256_of((doc.get("spec") or {}).get("template") or {})
+
+
+def snapshot_matches(doc: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+    """Whether a snapshot document is a faithful copy of the live target's pod template: the
+    check made before recording a snapshot found in the cluster (it may have been written by
+    someone else under the reserved name before the operator got to it)."""
+    return (
+        (doc.get("metadata") or {}).get("uid") == (target.get("metadata") or {}).get("uid")
+        and snapshot_template_sha(doc) == template_sha(target)
+        and doc.get("templateSha256") == template_sha(target)
+    )
+
+
+def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
+    """Whether ``obj``'s controller ownerReference is the object with ``uid``."""
+    for ref in (obj or {}).get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("uid") == uid:
+            return True
+    return False
+
+
+def claim_value(rollout: Mapping[str, Any]) -> str:
+    meta = rollout["metadata"]
+    return f"{meta['name']}/{meta['uid']}"
+
+
+def claim_of(target: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """``(rollout name, rollout uid)`` from the target's claim annotation, or None."""
+    raw = ((target or {}).get("metadata", {}).get("annotations") or {}).get(CLAIM_ANNOTATION)
+    if not raw or "/" not in raw:
+        return None
+    name, _, uid = str(raw).rpartition("/")
+    return name, uid
 
 
 def owner_reference(rollout: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,12 +30,14 @@ __all__ = [
     "ClaimOutcome",
     "LedgerEntry",
     "LedgerError",
+    "LedgerRead",
     "decide_claim",
     "digest_from_key",
     "encode_entry",
     "ledger_key",
     "parse_ledger",
     "prunable",
+    "read_ledger",
 ]
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
@@ -72,6 +74,28 @@ class LedgerEntry:
     rollout_uid: str
     claimed_at: str
     expires_at: str
+    error: str = ""
+    """Set on a stand-in for an entry that could not be parsed: its digest fails closed."""
+
+
+@dataclass(frozen=True)
+class LedgerRead:
+    """The ledger as read for verification: a corrupt entry blocks only its own digest.
+
+    ``unreadable`` maps digest → why its entry could not be parsed; ``bad_keys`` maps data keys
+    that name no digest at all → why (they can block nothing, so they are only reported).
+    """
+
+    entries: Mapping[str, LedgerEntry]
+    unreadable: Mapping[str, str]
+    bad_keys: Mapping[str, str]
+
+    def holders(self) -> dict[str, LedgerEntry]:
+        """Digest → holder, with a fail-closed stand-in (``error`` set) for unreadable ones."""
+        out = dict(self.entries)
+        for digest, why in self.unreadable.items():
+            out[digest] = LedgerEntry(digest, "", "", "", "", "", "", error=why)
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,25 @@ def parse_ledger(data: Mapping[str, str] | None) -> dict[str, LedgerEntry]:
     return entries
 
 
+def read_ledger(data: Mapping[str, str] | None) -> LedgerRead:
+    """Parse leniently for verification: one bad entry must not block every rollout
+    (docs/security.md, "ledger"), yet it must still block its own digest."""
+    entries: dict[str, LedgerEntry] = {}
+    unreadable: dict[str, str] = {}
+    bad_keys: dict[str, str] = {}
+    for key, value in sorted((data or {}).items()):
+        try:
+            entry = _parse_entry(key, value)
+        except LedgerError as exc:
+            try:
+                unreadable[digest_from_key(key)] = str(exc)
+            except LedgerError:
+                bad_keys[key] = str(exc)
+            continue
+        entries[entry.digest] = entry
+    return LedgerRead(entries=entries, unreadable=unreadable, bad_keys=bad_keys)
+
+
 def decide_claim(entries: Mapping[str, LedgerEntry], candidate: LedgerEntry) -> ClaimOutcome:
     """Whether ``candidate`` may claim its digest given the current ``entries`` (keyed by digest).
 
@@ -124,6 +167,8 @@ def decide_claim(entries: Mapping[str, LedgerEntry], candidate: LedgerEntry) -> 
     therefore loses: that is the replay the ledger exists to stop.
     """
     existing = entries.get(candidate.digest)
+    if existing is not None and existing.error:
+        return ClaimOutcome(won=False, entry=existing)
     if existing is None:
         return ClaimOutcome(won=True, entry=candidate)
     return ClaimOutcome(won=existing.rollout_uid == candidate.rollout_uid, entry=existing)

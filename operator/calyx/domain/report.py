@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from calyx.domain import audit
 from calyx.domain.analysis import AnalysisError, parse_analysis
-from calyx.domain.canary import ROLLOUT_LABEL, owner_reference
+from calyx.domain.canary import MANAGED_BY, ROLLOUT_LABEL, owner_reference
 from calyx.domain.risk import recommended_tiers
 
 __all__ = [
@@ -499,7 +499,7 @@ def configmap_body(
         "namespace": str(meta.get("namespace")),
         "labels": {
             ROLLOUT_LABEL: str(meta.get("name")),
-            "app.kubernetes.io/managed-by": "calyx",
+            **MANAGED_BY,
             "app.kubernetes.io/component": "report",
         },
     }

@@ -24,6 +24,7 @@ from calyx.api.rollout import RolloutSpec, Tier
 from calyx.domain.canary import (
     canary_deployment,
     canary_name,
+    claim_of,
     deployment_settled,
     images_applied,
     job_name,
@@ -31,7 +32,9 @@ from calyx.domain.canary import (
     missing_containers,
     read_snapshot,
     snapshot_configmap,
+    snapshot_matches,
     snapshot_name,
+    snapshot_template_sha,
     template_sha,
     validation_job,
 )
@@ -64,7 +67,19 @@ ActionKind = Literal[
     "SetPaused",
     "CreateJob",
     "DeleteJob",
+    "ClaimTarget",
+    "ReleaseTarget",
+    "DeleteSnapshot",
 ]
+REVERTS: tuple[ActionKind, ...] = ("DeleteCanary", "RestoreStable", "DeleteJob", "ReleaseTarget")
+"""Actions that only take a change away: a failure of one never blocks the others."""
+RESTORE_FREE_ATTEMPTS = 3
+RESTORE_RETRY_SECONDS = 5
+"""A restore that does not converge is re-issued at most once per this many seconds after
+the first :data:`RESTORE_FREE_ATTEMPTS` (docs/security.md, "restore that does not converge")."""
+DELETE_GRACE_SECONDS = 60
+"""A Rollout deleted mid-rollback lets go after this long even if the restore never verified:
+a finalizer must never wait forever (docs/security.md)."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +137,12 @@ class Observed:
     trust: TrustStore | None = None
     trust_error: str | None = None
     target: Mapping[str, Any] | None = None
-    canary: Mapping[str, Any] | None = None
+    canary: Mapping[str, Any] | None = None  # only ever this Rollout's own canary
+    foreign_canary: Mapping[str, Any] | None = None  # a `<target>-canary` that is not ours
+    busy_by: str | None = None  # another live Rollout that claimed the target
     snapshot: Mapping[str, Any] | None = None
+    snapshot_doc: Mapping[str, Any] | None = None  # checked against status.snapshot.sha256
+    snapshot_problem: str = ""  # why the recorded snapshot cannot be trusted, when started
     job: Mapping[str, Any] | None = None  # the post-deploy validation Job
     analysis: AnalysisOutcome | None = None
     default_tiers: Sequence[Mapping[str, Any]] = DEFAULT_TIERS
@@ -199,15 +218,21 @@ def plan_rollout(o: Observed) -> Plan:
         if started and phase not in TERMINAL and phase != "RollingBack":
             return _begin_rollback(s, "Deleted", "the Rollout was deleted mid-rollout")
         if phase == "RollingBack":
-            return _continue_rollback(s)
-        return s.act("RemoveFinalizer") if FINALIZER in finalizers else s.done()
+            plan = _continue_rollback(s)
+            if s.status.get("phase") == "RollingBack" and _rollback_hopeless(s):
+                return _abandon_rollback(s)
+            return plan
+        return _let_go(s, finalizers)
 
     if phase in TERMINAL:
-        return s.act("RemoveFinalizer") if FINALIZER in finalizers else s.done()
+        return _let_go(s, finalizers)
     if phase == "RollingBack":
         return _continue_rollback(s)
 
+    reason = (s.meta.get("annotations") or {}).get(FORCE_ROLLBACK)
     if o.spec is None:
+        if started and reason is not None:
+            return _begin_rollback(s, "Manual", reason or "force-rollback requested")
         s.cond("Progressing", "False", "InvalidSpec", o.spec_error or "invalid spec")
         s.phase(phase or "WaitingForLease", o.spec_error)
         return s.done()
@@ -218,7 +243,6 @@ def plan_rollout(o: Observed) -> Plan:
     _record_tiers(s, tiers)
 
     # Manual order beats everything but deletion.
-    reason = (s.meta.get("annotations") or {}).get(FORCE_ROLLBACK)
     if reason is not None and started:
         return _begin_rollback(s, "Manual", reason or "force-rollback requested")
 
@@ -227,6 +251,8 @@ def plan_rollout(o: Observed) -> Plan:
         return _plan_start(s, tiers, lease_ok, lease_reason, force=reason is not None)
 
     # From here on a change is out there (snapshot taken, canary maybe running).
+    if o.snapshot_problem:  # the rollback pack is gone or altered: stop before anything else
+        return _snapshot_tampered(s)
     if not lease_ok:
         return _begin_rollback(s, lease_trigger, lease_reason)
     s.cond("LeaseVerified", "True", "Verified", f"lease {o.verdict.digest if o.verdict else ''}")
@@ -247,11 +273,48 @@ def plan_rollout(o: Observed) -> Plan:
             s.cond("Healthy", "False", "ThresholdBreached", outcome.message)
             return s.act("SetPaused", paused=True)
 
+    if o.foreign_canary is not None:
+        return _hold(s, "CanaryConflict", _foreign_canary_message(s))
     if phase == "Promoting":
         return _promote(s, tiers)
     if phase == "Validating":
         return _validate(s)
     return _progress(s, tiers)
+
+
+def _let_go(s: _Step, finalizers: list[str]) -> Plan:
+    """After a terminal phase (or deletion of a Rollout that never started): release the
+    target claim, then the finalizer."""
+    target = s.o.target
+    if target is not None and _claimed_target(s):
+        return s.act(
+            "ReleaseTarget",
+            name=target["metadata"]["name"],
+            body={"resourceVersion": target["metadata"].get("resourceVersion")},
+        )
+    return s.act("RemoveFinalizer") if FINALIZER in finalizers else s.done()
+
+
+def _claimed_target(s: _Step) -> bool:
+    claim = claim_of(s.o.target)
+    return claim is not None and claim[1] == s.meta.get("uid")
+
+
+def _hold(s: _Step, reason: str, message: str) -> Plan:
+    """Make no forward step, say why once (Event on a new message only)."""
+    s.cond("Progressing", "False", reason, message)
+    if condition_field(s.prev, "Progressing", "message") != message:
+        s.event("Warning", reason, message)
+    return s.done()
+
+
+def _foreign_canary_message(s: _Step) -> str:
+    c = s.o.foreign_canary or {}
+    name = (c.get("metadata") or {}).get("name", "?")
+    return (
+        f"Deployment {name} exists but was not created by this Rollout (owner or pod template "
+        "differs); Calyx will not scale or adopt it. Delete it to continue."
+    )
 
 
 # --- lease ----------------------------------------------------------------------------------
@@ -308,13 +371,26 @@ def _plan_start(
     if problem:
         reason, message = problem
         s.phase("WaitingForLease", message)
-        s.cond("Progressing", "False", reason, message)
-        if condition_field(s.prev, "Progressing", "message") != message:
-            s.event("Warning", reason, message)
-        return s.done()
+        return _hold(s, reason, message)
+    if o.busy_by:
+        message = (
+            f"target Deployment {target} is claimed by Rollout {o.busy_by}; this Rollout "
+            "starts when that one finishes or is deleted"
+        )
+        s.phase("Pending", message)
+        return _hold(s, "TargetBusy", message)
+    if o.foreign_canary is not None:
+        s.phase("Pending", _foreign_canary_message(s))
+        return _hold(s, "CanaryConflict", _foreign_canary_message(s))
 
     if FINALIZER not in (s.meta.get("finalizers") or []):
         return s.act("AddFinalizer")
+    assert o.target is not None
+    if not _claimed_target(s):
+        meta = o.target["metadata"]
+        return s.act(
+            "ClaimTarget", name=target, body={"resourceVersion": meta.get("resourceVersion")}
+        )
     if not _claimed(s):
         entry = LedgerEntry(
             digest=o.verdict.digest,
@@ -326,13 +402,16 @@ def _plan_start(
             expires_at=o.lease_spec.expires_at,
         )
         return s.act("Claim", entry=entry)
-    assert o.target is not None
     if o.snapshot is None:
         body, _ = snapshot_configmap(o.rollout, o.target)
         return s.act("WriteSnapshot", name=snapshot_name(s.meta["name"]), body=body)
+    doc, sha = read_snapshot(o.snapshot)
+    if not snapshot_matches(doc, o.target):
+        # Not a faithful copy of the live target (written under the reserved name by someone
+        # else, or by a pass that crashed before the target changed): replace it.
+        return s.act("DeleteSnapshot", name=snapshot_name(s.meta["name"]))
 
     # Snapshot exists: record it (once) — only from now on is the rollout "started".
-    _, sha = read_snapshot(o.snapshot)
     s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
     first = tiers[0]
     if first.approval == "Manual":
@@ -702,6 +781,8 @@ def _begin_rollback(s: _Step, trigger: str, reason: str, breach_at: str | None =
         if b and d:
             rb["detectSeconds"] = round(max(0.0, (d - b).total_seconds()), 3)
     st["rollback"] = rb
+    if s.o.snapshot_problem:
+        return _snapshot_tampered(s)
     s.phase("RollingBack", f"rolling back ({trigger}): {reason}")
     s.cond("Progressing", "False", "RollingBack", str(st["message"]))
     s.cond("Healthy", "False", trigger, reason)
@@ -714,20 +795,112 @@ def _begin_rollback(s: _Step, trigger: str, reason: str, breach_at: str | None =
     return s.plan
 
 
+def _snapshot_tampered(s: _Step) -> Plan:
+    """The rollback pack is missing or is not the payload recorded in status: restoring from
+    it could install a template the keys never signed (docs/security.md). Remove the canary,
+    leave the stable Deployment exactly as it is, and stop."""
+    o = s.o
+    st = s.status
+    target = (st.get("target") or {}).get("name", "?")
+    if o.canary is not None:
+        s.act("DeleteCanary", name=canary_name(target))
+    rb = st.get("rollback") or {}
+    why = f" (rollback {rb.get('trigger')}: {rb.get('reason')})" if rb else ""
+    msg = (
+        f"snapshot {snapshot_name(s.meta['name'])} cannot be trusted: {o.snapshot_problem}"
+        f"{why}; canary removed, stable Deployment {target} left as it is — restore it from "
+        "Git or re-run a signed rollout"
+    )
+    s.phase("Failed", msg)
+    s.cond("Progressing", "False", "SnapshotTampered", msg)
+    s.cond("Healthy", "False", "SnapshotTampered", msg)
+    s.event("Warning", "SnapshotTampered", msg)
+    return s.plan
+
+
 def _revert_actions(s: _Step) -> None:
     o = s.o
     target = (s.status.get("target") or {}).get("name")
     if o.canary is not None and target:
         s.act("DeleteCanary", name=canary_name(target))
-    if o.target is not None and o.snapshot is not None:
-        doc, _ = read_snapshot(o.snapshot)
-        if doc.get("templateSha256") and template_sha(o.target) != doc["templateSha256"]:
-            s.act("RestoreStable", name=target or "", body=doc)
+    doc = o.snapshot_doc
+    if o.target is None or doc is None:
+        return
+    live = template_sha(o.target)
+    if live == snapshot_template_sha(doc):
+        return
+    rb = dict(s.status.get("rollback") or {})
+    attempts = int(rb.get("restoreAttempts") or 0)
+    last = parse_stamp(rb.get("lastRestoreAt"))
+    if attempts >= RESTORE_FREE_ATTEMPTS and not rb.get("stuck"):
+        rb["stuck"] = True
+        s.event(
+            "Warning",
+            "RollbackStuck",
+            f"restoring {target} from the snapshot has not converged after {attempts} "
+            f"attempts ({_template_difference(o.target, doc)}); retrying every "
+            f"{RESTORE_RETRY_SECONDS}s",
+        )
+    if (
+        attempts < RESTORE_FREE_ATTEMPTS
+        or last is None
+        or (o.now - last).total_seconds() >= RESTORE_RETRY_SECONDS
+    ):
+        rb["restoreAttempts"] = attempts + 1
+        rb["lastRestoreAt"] = s.now
+        s.plan.status_first = True  # the attempt is on record even if the patch fails
+        s.act(
+            "RestoreStable", name=target or "", body={"spec": {"template": doc["spec"]["template"]}}
+        )
+    s.status["rollback"] = rb
+
+
+def _template_difference(live: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
+    """What differs between the live pod template and the snapshot's, in one short line."""
+    want = (doc.get("spec") or {}).get("template") or {}
+    have = (live.get("spec") or {}).get("template") or {}
+    w = {c.get("name"): c.get("image") for c in (want.get("spec") or {}).get("containers") or []}
+    h = {c.get("name"): c.get("image") for c in (have.get("spec") or {}).get("containers") or []}
+    diffs = [
+        f"{n}: {h.get(n)} ≠ snapshot {w.get(n)}"
+        for n in sorted(set(w) | set(h), key=str)
+        if w.get(n) != h.get(n)
+    ]
+    if diffs:
+        return "images " + "; ".join(diffs)
+    keys = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k)) or ["spec"]
+    return "pod template differs in " + ", ".join(f"template.{k}" for k in keys)
+
+
+def _rollback_hopeless(s: _Step) -> bool:
+    rb = s.status.get("rollback") or {}
+    detected = parse_stamp(rb.get("detectedAt"))
+    late = detected is not None and (s.o.now - detected).total_seconds() >= DELETE_GRACE_SECONDS
+    return bool(rb.get("stuck")) or late
+
+
+def _abandon_rollback(s: _Step) -> Plan:
+    """The Rollout is being deleted and its rollback cannot finish: the canary is gone (or
+    going), the stable Deployment stays as it is, and the finalizer is released so the delete
+    completes (docs/security.md, "deleting a stuck rollback")."""
+    target = (s.status.get("target") or {}).get("name", "?")
+    msg = (
+        f"deleted while the rollback could not finish; canary removed, stable Deployment "
+        f"{target} left as it is"
+    )
+    if condition_field(s.prev, "Progressing", "reason") != "RollbackAbandoned":
+        s.event("Warning", "RollbackAbandoned", msg)
+    s.phase("Failed", msg)
+    s.cond("Progressing", "False", "RollbackAbandoned", msg)
+    s.plan.actions = [a for a in s.plan.actions if a.kind == "DeleteCanary"]
+    return s.plan
 
 
 def _continue_rollback(s: _Step) -> Plan:
     o = s.o
     st = s.status
+    if o.snapshot_problem:
+        return _snapshot_tampered(s)
     _revert_actions(s)
     rb = dict(st.get("rollback") or {})
     if not rb.get("revertedAt"):
@@ -744,7 +917,9 @@ def _continue_rollback(s: _Step) -> Plan:
     if s.plan.actions or s.plan.stamp_reverted:
         return s.plan
     if o.target is not None:
-        if not deployment_settled(o.target):
+        if not deployment_settled(o.target) or o.snapshot_doc is None:
+            return s.plan
+        if template_sha(o.target) != snapshot_template_sha(o.snapshot_doc):
             return s.plan
         _observe_replicas(s)
     now = s.now

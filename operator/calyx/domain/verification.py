@@ -219,6 +219,13 @@ def verify_lease(
 
     # Rule 4: not consumed by another Rollout.
     entry = (ledger or {}).get(digest)
+    if entry is not None and entry.error:
+        return result(
+            "Rejected",
+            4,
+            f"the ledger entry for this digest is unreadable ({entry.error}); refusing until "
+            "it is repaired (docs/security.md)",
+        )
     if entry is not None and not (claimant_uid and claimant_uid == entry.rollout_uid):
         return result("Consumed", 4, f"consumed by Rollout {entry.namespace}/{entry.rollout}")
 

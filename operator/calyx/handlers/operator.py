@@ -19,7 +19,7 @@ from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import start_metrics_server
 from calyx.adapters.settings import Settings
 from calyx.adapters.trust_store import trust_store_from_configmap
-from calyx.domain.ledger import parse_ledger
+from calyx.domain.ledger import read_ledger
 from calyx.reconcile.analysis import AnalysisRunner
 from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
 from calyx.reconcile.locks import KeyedLocks
@@ -66,7 +66,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kube=kube,
         events=EventRecorder(kube),
         trust=lambda: trust_store_from_configmap(trust_cache.get(), where),
-        ledger=lambda: parse_ledger((ledger_cache.get() or {}).get("data")),
+        ledger=lambda: read_ledger((ledger_cache.get() or {}).get("data")).holders(),
         clock=_utcnow,
         locks=KeyedLocks(),
     )
@@ -74,7 +74,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         kube=kube,
         events=RT.lease.events,
         trust=RT.lease.trust,
-        ledger=LedgerStore(kube, cfg),
+        ledger=LedgerStore(kube, cfg, events=RT.lease.events, clock=_utcnow),
         clock=_utcnow,
         locks=RT.lease.locks,
         analyze=AnalysisRunner(cfg.prometheus_url, tolerance_seconds=cfg.rollout_tick_seconds / 2),
@@ -85,7 +85,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         except OSError as exc:  # metrics are not worth refusing to protect rollouts over
             log.error("cannot serve /metrics on port %d: %s", cfg.metrics_port, exc)
     trust_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
-    ledger_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
+    ledger_cache.on_change = _ledger_changed
     sweeper = Sweeper("leases", cfg.lease_recheck_seconds, lambda: reconcile_all_leases(RT.lease))
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
     rollout_sweeper = Sweeper(
@@ -95,6 +95,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     for part in RT.background:
         part.start()
     log.info("calyx operator started (namespace %s)", cfg.namespace)
+
+
+def _ledger_changed(cm: Any) -> None:
+    if cm is None:  # deleted: rebuild it from the statuses it caches (docs/security.md)
+        try:
+            RT.rollout.ledger.read()
+        except Exception as exc:
+            log.warning("could not rebuild the ledger yet: %s", exc)
+    reconcile_all_leases(RT.lease)
 
 
 @kopf.on.cleanup()

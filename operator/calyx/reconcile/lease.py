@@ -77,7 +77,20 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
             reason="TrustStoreInvalid",
             message=str(exc),
         )
-    ledger = deps.ledger()
+    ledger = dict(deps.ledger())
+    # Consumption is sticky: the Lease's own status is one of the three replay records, so a
+    # deleted ledger entry does not turn a Consumed Lease back into Verified.
+    prev_by = prev.get("consumedBy") or {}
+    if prev.get("digest") and prev_by.get("uid") and prev["digest"] not in ledger:
+        ledger[prev["digest"]] = LedgerEntry(
+            str(prev["digest"]),
+            ns,
+            name,
+            str(prev_by.get("name") or ""),
+            str(prev_by["uid"]),
+            "",
+            "",
+        )
     verdict = verify_lease(
         namespace=ns,
         name=name,
@@ -90,7 +103,9 @@ def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
     )
     METRICS.record_signature(verdict.phase)
     holder = ledger.get(verdict.digest)
-    consumed_by = {"name": holder.rollout, "uid": holder.rollout_uid} if holder else None
+    consumed_by = (
+        {"name": holder.rollout, "uid": holder.rollout_uid} if holder and not holder.error else None
+    )
     return plan_lease_status(
         verdict=verdict,
         previous=prev,

@@ -11,25 +11,42 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from calyx.adapters.events import EventRecorder
-from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, is_not_found
+from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, error_message, is_not_found
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
-from calyx.domain.canary import ROLLOUT_LABEL, TRACK_LABEL, canary_name, job_name, snapshot_name
+from calyx.domain.canary import (
+    CLAIM_ANNOTATION,
+    ROLLOUT_LABEL,
+    TRACK_LABEL,
+    canary_deployment,
+    canary_name,
+    claim_of,
+    claim_value,
+    job_name,
+    owned_by,
+    snapshot_name,
+    template_sha,
+    trusted_snapshot,
+)
 from calyx.domain.lease_plan import previously_accepted
+from calyx.domain.ledger import LedgerEntry
+from calyx.domain.replay import replay_holders
 from calyx.domain.risk import assess, recommended_tiers
 from calyx.domain.risk import to_status as risk_status
 from calyx.domain.rollout_plan import (
     DEFAULT_TIERS,
     FINALIZER,
+    FORCE_ROLLBACK,
+    REVERTS,
     TERMINAL,
     AnalysisOutcome,
     Observed,
@@ -61,30 +78,58 @@ class RolloutDeps:
     analyze: Callable[[Observed], AnalysisOutcome | None] | None = None
 
 
+def _reverting(rollout: Mapping[str, Any]) -> bool:
+    """Whether this pass can only take a change away (rollback, deletion, terminal): such a
+    pass reads no ledger, trust store or Prometheus, so none of them can block it
+    (docs/security.md, "rollback is never blocked")."""
+    meta = rollout["metadata"]
+    status = rollout.get("status") or {}
+    started = bool((status.get("snapshot") or {}).get("configMap"))
+    return (
+        status.get("phase") in (*TERMINAL, "RollingBack")
+        or bool(meta.get("deletionTimestamp"))
+        or (started and FORCE_ROLLBACK in (meta.get("annotations") or {}))
+    )
+
+
 def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observed:
     meta = rollout["metadata"]
     ns = meta["namespace"]
     now = deps.clock()
     status = rollout.get("status") or {}
+    started = bool((status.get("snapshot") or {}).get("configMap"))
+    reverting = _reverting(rollout)
     try:
         spec = parse_rollout_spec(rollout.get("spec"))
     except InvalidSpecError as exc:
-        return Observed(rollout=rollout, now=now, spec_error=str(exc))
-    lease = deps.kube.get_custom(LEASES, ns, spec.lease_ref.name)
+        if not (started or reverting):
+            return Observed(rollout=rollout, now=now, spec_error=str(exc))
+        spec = None  # a started rollout still rolls back when its spec was broken under it
+    lease_name = spec.lease_ref.name if spec else ""
+    lease = deps.kube.get_custom(LEASES, ns, lease_name) if lease_name else None
     lease_spec = verdict = trust = None
     trust_error = None
     claimed = False
+    others: Sequence[Mapping[str, Any]] = []
     if lease is not None:
         try:
             lease_spec = parse_lease_spec(lease.get("spec"))
         except InvalidSpecError as exc:
-            trust_error = f"lease {spec.lease_ref.name} is invalid: {exc}"
+            trust_error = f"lease {lease_name} is invalid: {exc}"
+    if lease is not None and lease_spec is not None and not reverting:
         try:
             trust = deps.trust()
         except TrustStoreError as exc:
             trust_error = str(exc)
-        if trust is not None and lease_spec is not None:
-            entries = deps.ledger.entries()
+        if trust is not None:
+            holders: Mapping[str, LedgerEntry] = {}
+            if not started:
+                # Replay is refused on any of three records (docs/security.md); a started
+                # Rollout has claimed its Lease already and needs none of them.
+                others = deps.kube.list_custom(ROLLOUTS, ns)
+                holders = replay_holders(
+                    deps.ledger.entries(), deps.kube.list_custom(LEASES, ns), others, meta["uid"]
+                )
             lmeta = lease["metadata"]
             verdict = verify_lease(
                 namespace=ns,
@@ -93,23 +138,34 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
                 annotations=lmeta.get("annotations") or {},
                 trust=trust,
                 now=now,
-                ledger=entries,
+                ledger=holders,
                 claimant_uid=meta["uid"],
                 previously_accepted=previously_accepted(lease.get("status")),
             )
-            holder = entries.get(verdict.digest)
-            claimed = holder is not None and holder.rollout_uid == meta["uid"]
+            holder = holders.get(verdict.digest)
+            claimed = started or (holder is not None and holder.rollout_uid == meta["uid"])
     target_name = (status.get("target") or {}).get("name") or (
         lease_spec.target_ref.name if lease_spec else None
     )
     target = deps.kube.get_deployment(ns, target_name) if target_name else None
     canary = deps.kube.get_deployment(ns, canary_name(target_name)) if target_name else None
     snapshot = deps.kube.get_configmap(ns, snapshot_name(meta["name"]))
+    snapshot_doc, snapshot_problem = None, ""
+    if started:
+        snapshot_doc, snapshot_problem = trusted_snapshot(
+            snapshot, (status.get("snapshot") or {}).get("sha256")
+        )
+    foreign = None
+    if canary is not None and not _our_canary(
+        rollout, canary, snapshot_doc if started else target, status
+    ):
+        foreign, canary = canary, None
+    busy = _busy_by(deps, rollout, target, others) if not started and not reverting else None
     job = None
     if status.get("phase") == "Validating" or (status.get("validation") or {}).get("job"):
         job = deps.kube.get_job(ns, job_name(meta["name"]))
     risk = status.get("risk")
-    if risk is None and lease_spec is not None and target is not None:
+    if risk is None and lease_spec is not None and target is not None and spec is not None:
         risk = assess_risk(
             deps.kube, rollout, lease, target, spec.tiers[0].weight if spec.tiers else 5, now
         )
@@ -127,14 +183,72 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
         trust_error=trust_error,
         target=target,
         canary=canary,
+        foreign_canary=foreign,
+        busy_by=busy,
         snapshot=snapshot,
+        snapshot_doc=snapshot_doc,
+        snapshot_problem=snapshot_problem,
         job=job,
     )
-    if tick and deps.analyze is not None and status.get("phase") not in TERMINAL:
+    if tick and deps.analyze is not None and not reverting and spec is not None:
         outcome = deps.analyze(observed)
         if outcome is not None:
             observed = Observed(**{**observed.__dict__, "analysis": outcome})
     return observed
+
+
+def _our_canary(
+    rollout: Mapping[str, Any],
+    canary: Mapping[str, Any],
+    base: Mapping[str, Any] | None,
+    status: Mapping[str, Any],
+) -> bool:
+    """A ``<target>-canary`` is this Rollout's only if its controller owner is this Rollout's
+    uid *and* its pod template is exactly the one the operator builds from the snapshot (or,
+    before the snapshot, the target) with the Lease's images: an ownerReference alone can be
+    written by anyone who can create a Deployment (docs/security.md, "target claim")."""
+    meta = rollout["metadata"]
+    if not owned_by(canary, meta["uid"]):
+        return False
+    images = (status.get("change") or {}).get("containers")
+    if base is None or not images:
+        return True  # nothing to compare against yet; ownership is all there is
+    expected = canary_deployment(rollout, base, images, 0, "")
+    return template_sha(expected) == template_sha(canary)
+
+
+def _busy_by(
+    deps: RolloutDeps,
+    rollout: Mapping[str, Any],
+    target: Mapping[str, Any] | None,
+    rollouts: Sequence[Mapping[str, Any]],
+) -> str | None:
+    """Name of another live Rollout changing ``target``, from its claim annotation or, since
+    anyone with Deployment write can remove an annotation, from Rollout statuses (which only
+    the operator writes): another started, unfinished Rollout of the same target."""
+    if target is None:
+        return None
+    meta = rollout["metadata"]
+    claim = claim_of(target)
+    if claim is not None and claim[1] != meta["uid"]:
+        other = deps.kube.get_custom(ROLLOUTS, meta["namespace"], claim[0])
+        if (
+            other is not None
+            and other["metadata"].get("uid") == claim[1]
+            and (other.get("status") or {}).get("phase") not in TERMINAL
+        ):
+            return claim[0]
+    tname = target["metadata"]["name"]
+    for peer in rollouts:
+        st = peer.get("status") or {}
+        if (
+            peer["metadata"].get("uid") != meta["uid"]
+            and (st.get("target") or {}).get("name") == tname
+            and (st.get("snapshot") or {}).get("configMap")
+            and st.get("phase") not in TERMINAL
+        ):
+            return str(peer["metadata"]["name"])
+    return None
 
 
 def assess_risk(
@@ -188,6 +302,22 @@ def apply(
         deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
         patch = None
     for action in plan.actions:
+        if action.kind in REVERTS:
+            # A revert that fails (a policy denies it, the API is flaky) is recorded and
+            # retried on a bounded schedule by the planner; it must not stop the other reverts
+            # nor the announcements of this pass.
+            try:
+                _do(deps, rollout, action)
+            except Exception as exc:
+                log.warning(
+                    "%s/%s: %s %s failed: %s",
+                    ns,
+                    name,
+                    action.kind,
+                    action.name,
+                    error_message(exc),
+                )
+            continue
         _do(deps, rollout, action)
     if plan.stamp_reverted:
         rb = dict(plan.status.get("rollback") or {})
@@ -243,6 +373,19 @@ def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
         )
     elif kind == "Claim":
         deps.ledger.claim(action.entry, deps.clock())
+    elif kind in ("ClaimTarget", "ReleaseTarget"):
+        # The target's resourceVersion is the precondition: of two Rollouts claiming at once
+        # the API server accepts one write; the other re-observes and waits (TargetBusy).
+        assert action.body is not None
+        kube.annotate_deployment(
+            ns,
+            action.name,
+            CLAIM_ANNOTATION,
+            claim_value(rollout) if kind == "ClaimTarget" else None,
+            action.body["resourceVersion"],
+        )
+    elif kind == "DeleteSnapshot":
+        kube.delete_configmap(ns, action.name)
     elif kind == "WriteSnapshot":
         kube.create_configmap_if_absent(ns, action.body)
     elif kind == "CreateCanary":
@@ -263,6 +406,7 @@ def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
         selector = f"{TRACK_LABEL}=canary,{ROLLOUT_LABEL}={meta['name']}"
         kube.delete_deployment_now(ns, action.name, selector)
     elif kind == "RestoreStable":
+        assert action.body is not None
         template = action.body["spec"]["template"]
         kube.patch_deployment(
             ns,
