@@ -2,7 +2,8 @@
 # Installs the Debian packages the test suite needs, once. Idempotent and quiet when present.
 set -euo pipefail
 need=()
-for pkg in prometheus openssl; do
+# zsh, fish, tmux: the shell completion tests (tests/unit/test_completion.py) run the real shells.
+for pkg in prometheus openssl zsh fish tmux; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

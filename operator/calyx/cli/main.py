@@ -15,6 +15,7 @@ from typing import Any
 
 from calyx import __version__
 from calyx.cli import keys, lease_cmds, report_cmds, rollout_cmds, trust_cmds
+from calyx.cli.completion import SHELLS, completion_script
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
 
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("name", nargs="?")
     av.add_argument("-f", "--file", help="a saved audit.jsonl, report.json or ConfigMap")
     av.add_argument("--expect-head", help="the chain head you recorded elsewhere")
+    cp = sub.add_parser("completion", help="print a shell completion script (docs/cli.md)")
+    cp.add_argument("shell", choices=SHELLS)
     dm = sub.add_parser(
         "demo", help="play a signed rollout and a rolled-back one on a throw-away local cluster"
     )
@@ -194,6 +197,8 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
     if args.verb == "audit":
         text, ok = report_cmds.cmd_audit_verify(ctx, args)
         return text, 0 if ok else 1
+    if args.verb == "completion":
+        return completion_script(args.shell, build_parser(), __version__), 0
     if args.verb == "demo":
         from calyx.cli.demo import run_demo
 
