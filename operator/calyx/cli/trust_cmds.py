@@ -83,6 +83,7 @@ def cmd_list(ctx: CliContext, _args: Any) -> str:
     lines.append(
         f"policy: humans={p.humans} agents={p.agents} maxSignatureAgeSeconds="
         f"{p.max_signature_age_seconds} maxLeaseSeconds={p.max_lease_seconds} "
-        f"clockSkewSeconds={p.clock_skew_seconds}"
+        f"clockSkewSeconds={p.clock_skew_seconds} "
+        f"requireRolloutBinding={p.require_rollout_binding}"
     )
     return "\n".join(lines)
