@@ -18,6 +18,7 @@ from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.canary import CLAIM_ANNOTATION, canary_name, snapshot_name, trusted_snapshot
 from calyx.domain.ledger import LedgerEntry, decide_claim
 from calyx.domain.risk import recommended_tiers
+from calyx.domain.rollout_binding import rollout_spec_digest
 from calyx.domain.rollout_plan import (
     DEFAULT_TIERS,
     AnalysisOutcome,
@@ -58,23 +59,11 @@ class World:
         constraints: dict[str, Any] | None = None,
         expires_in: int = 3600,
         spec: dict[str, Any] | None = None,
+        bind: bool = False,
     ) -> None:
         self.now = T0
         self.ns = "shop"
         self.trust = parse_trust_store(signers_yaml(["alice", "sentinel", "bob"]), None)
-        lease_spec: dict[str, Any] = {
-            "intent": "INT-42",
-            "targetRef": {"kind": "Deployment", "name": "checkout"},
-            "change": {"containers": [{"name": "app", "image": "reg/checkout:2"}]},
-            "constraints": constraints if constraints is not None else {"requireAnalysis": False},
-            "expiresAt": format_time(T0 + dt.timedelta(seconds=expires_in)),
-        }
-        self.lease: dict[str, Any] | None = {
-            "metadata": {"name": "l1", "namespace": self.ns, "annotations": {}},
-            "spec": lease_spec,
-        }
-        for s in ("alice", "sentinel"):
-            self.sign_lease(s)
         rspec: dict[str, Any] = {"leaseRef": {"name": "l1"}}
         rspec["tiers"] = (
             tiers
@@ -86,6 +75,22 @@ class World:
             ]
         )
         rspec.update(spec or {})
+        lease_spec: dict[str, Any] = {
+            "intent": "INT-42",
+            "targetRef": {"kind": "Deployment", "name": "checkout"},
+            "change": {"containers": [{"name": "app", "image": "reg/checkout:2"}]},
+            "constraints": constraints if constraints is not None else {"requireAnalysis": False},
+            "expiresAt": format_time(T0 + dt.timedelta(seconds=expires_in)),
+        }
+        self.lease: dict[str, Any] | None = {
+            "metadata": {"name": "l1", "namespace": self.ns, "annotations": {}},
+            "spec": lease_spec,
+        }
+        if bind:  # the keys sign how, too (docs/signing.md, "Binding the rollout")
+            digest = rollout_spec_digest(parse_rollout_spec(rspec))
+            lease_spec["rolloutRef"] = {"name": "r1", "specDigest": digest}
+        for s in ("alice", "sentinel"):
+            self.sign_lease(s)
         self.rollout: dict[str, Any] = {
             "metadata": {
                 "name": "r1",
@@ -122,6 +127,9 @@ class World:
         self.analysis: AnalysisOutcome | None = None
         self.risk: dict[str, Any] | None = None
         self.writes_while_invalid: list[str] = []
+        self.busy_by: str | None = None
+        self.foreign_canary: dict[str, Any] | None = None
+        self.failing: set[str] = set()  # action kinds the "API server" refuses
 
     # --- world mechanics ------------------------------------------------------------------
     def sign_lease(self, signer: str, role: str | None = None) -> None:
@@ -170,6 +178,8 @@ class World:
         if (st.get("snapshot") or {}).get("configMap"):
             doc, problem = trusted_snapshot(self.snapshot, st["snapshot"].get("sha256"))
         return Observed(
+            busy_by=self.busy_by,
+            foreign_canary=self.foreign_canary,
             snapshot_doc=doc,
             snapshot_problem=problem,
             rollout=copy.deepcopy(self.rollout),
@@ -199,7 +209,8 @@ class World:
             self.actions.append(a.kind)
             if a.kind in ("CreateCanary", "ScaleCanary", "PatchStableImages") and not lease_valid:
                 self.writes_while_invalid.append(a.kind)
-            self._apply(a)
+            if a.kind not in self.failing:
+                self._apply(a)
         if plan.stamp_reverted:
             plan.status.setdefault("rollback", {})["revertedAt"] = stamp(self.now)
         if crash_before_status:

@@ -26,7 +26,13 @@ def test_happy_path_20_replicas_1_then_7_then_promotion() -> None:
     st = w.rollout["status"]
     assert st["currentWeight"] == 5 and st["effectivePercent"] == 5
     assert st["snapshot"]["configMap"] == "r1-snapshot"
-    assert w.actions[:5] == ["AddFinalizer", "ClaimTarget", "Claim", "WriteSnapshot", "CreateCanary"]
+    assert w.actions[:5] == [
+        "AddFinalizer",
+        "ClaimTarget",
+        "Claim",
+        "WriteSnapshot",
+        "CreateCanary",
+    ]
     soak(w, 61)
     assert w.canary_replicas() == 7 and w.rollout["status"]["effectivePercent"] == 26
     soak(w, 61)
@@ -381,7 +387,9 @@ QUICK = [{"weight": 5, "soakSeconds": 1}, {"weight": 100}]
 
 
 def _to_validating() -> World:
-    w = World(tiers=QUICK, spec={"postDeploy": {"jobTemplate": JOB, "timeoutSeconds": 30}})
+    w = World(
+        tiers=QUICK, spec={"postDeploy": {"jobTemplate": JOB, "timeoutSeconds": 30}}, bind=True
+    )
     w.run()
     soak(w, 3)
     assert w.phase == "Validating", w.rollout["status"].get("message")

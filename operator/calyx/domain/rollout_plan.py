@@ -40,6 +40,7 @@ from calyx.domain.canary import (
 )
 from calyx.domain.conditions import condition_field, set_condition
 from calyx.domain.ledger import LedgerEntry
+from calyx.domain.rollout_binding import binding_problem
 from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
 from calyx.domain.tiers import canary_replicas, effective_percent
 from calyx.domain.trust import TrustStore
@@ -255,6 +256,9 @@ def plan_rollout(o: Observed) -> Plan:
         return _snapshot_tampered(s)
     if not lease_ok:
         return _begin_rollback(s, lease_trigger, lease_reason)
+    unbound = _binding_problem(s)
+    if unbound:  # the spec changed under a running rollout: the keys did not sign this "how"
+        return _begin_rollback(s, "LeaseInvalid", f"ConstraintViolated: {unbound}")
     s.cond("LeaseVerified", "True", "Verified", f"lease {o.verdict.digest if o.verdict else ''}")
     if o.target is None:
         return _target_gone(s)
@@ -467,7 +471,24 @@ def _start_problem(
             "the lease requires metric analysis (constraints.requireAnalysis) but the "
             "Rollout has none"
         )
+    unbound = _binding_problem(s)
+    if unbound:
+        return "ConstraintViolated", unbound
     return None
+
+
+def _binding_problem(s: _Step) -> str | None:
+    """The Lease's ``rolloutRef`` (or the trust policy's demand for one) against this Rollout's
+    effective spec (docs/signing.md, "Binding the rollout")."""
+    o = s.o
+    if o.lease_spec is None or o.spec is None or o.trust is None:
+        return None
+    return binding_problem(
+        lease_spec=o.lease_spec,
+        rollout_name=s.meta["name"],
+        rollout_spec=o.spec,
+        require=o.trust.policy.require_rollout_binding,
+    )
 
 
 def _claimed(s: _Step) -> bool:
