@@ -16,7 +16,7 @@ from calyx.adapters.cm_watch import ConfigMapCache
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import GROUP, LEASES, ROLLOUTS, VERSION, Kube, api_client
 from calyx.adapters.ledger_store import LedgerStore
-from calyx.adapters.metrics import start_metrics_server
+from calyx.adapters.metrics import METRICS, start_metrics_server
 from calyx.adapters.settings import Settings
 from calyx.adapters.trust_store import trust_store_from_configmap
 from calyx.domain.ledger import read_ledger
@@ -81,6 +81,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     if cfg.metrics_port:
         try:
+            METRICS.export_objects(lambda: (kube.list_custom(ROLLOUTS), kube.list_custom(LEASES)))
             start_metrics_server(cfg.metrics_port)
         except OSError as exc:  # metrics are not worth refusing to protect rollouts over
             log.error("cannot serve /metrics on port %d: %s", cfg.metrics_port, exc)
