@@ -306,7 +306,8 @@ def test_operator_metrics_are_isolated_and_complete() -> None:
     assert get("calyx_breach_to_revert_seconds_count") == 1
     assert get("calyx_breach_to_revert_seconds_bucket", {"le": "1.0"}) == 1
     assert get("calyx_signature_verifications_total", {"result": "valid"}) == 2
-    assert other.registry.get_sample_value("calyx_rollbacks_total", {"trigger": "Breach"}) is None
+    # every trigger is pre-set to 0 (so increase() sees a first rollback): isolated means 0 here
+    assert other.registry.get_sample_value("calyx_rollbacks_total", {"trigger": "Breach"}) == 0
 
     server, thread = start_metrics_server(0, addr="127.0.0.1", metrics=m)
     try:

@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from calyx.api.lease import LeasePhase
-from calyx.api.rollout import RolloutPhase
+from calyx.api.rollout import RollbackTrigger, RolloutPhase
 from calyx.domain.analysis import QueryOutcome
 from calyx.domain.kstatus import RECONCILING, summary_for
 from calyx.domain.timefmt import parse_time
@@ -86,6 +86,10 @@ class OperatorMetrics:
         )
         for phase in ROLLOUT_PHASES:
             self.rollouts.labels(phase=phase).set(0)
+        # Every trigger starts at 0, so the first rollback after a start is an *increase* that
+        # PromQL's increase() sees (a series born at 1 has no earlier sample to compare with).
+        for trigger in get_args(RollbackTrigger):
+            self.rollbacks.labels(trigger=trigger)
 
     def set_rollouts_by_phase(self, counts: Mapping[str, int]) -> None:
         """Publish a full count per phase; phases not in ``counts`` are set to 0.
