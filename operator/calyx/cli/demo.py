@@ -8,6 +8,9 @@ flow (``calyx keygen``, ``trust add``, ``lease create``, ``sign-lease``, ``kubec
 * **B**: a change whose image starts failing at 25 % breaches its error-rate threshold and is
   rolled back to the stable snapshot.
 
+Last, it labels the namespace ``calyx.io/guard=enforce`` and shows the API server refusing a
+``kubectl set image`` made beside Calyx (the chart's admission guard, docs/security-guard.md).
+
 It prints ``kubectl get crollout -w``-style rows and the Events as they arrive, then each
 rollout's report and audit-chain verification, and tears everything down (also on Ctrl-C or
 SIGTERM), checking that every process it started is gone. docs/demo.md describes it.
@@ -23,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +41,7 @@ from calyx.adapters.kube import LEASES, ROLLOUTS, Kube
 from calyx.cli.errors import CliError
 from calyx.devenv import build as _build
 from calyx.devenv.demo_scenario import OPERATOR_NS, DemoStack
+from calyx.devenv.guard import INSTALL_YAML, enable_guard
 from calyx.devenv.prometheus import prometheus_binary
 from calyx.devenv.workloads import sample_deployment
 from calyx.domain.report import JSON_KEY, configmap_name
@@ -606,6 +611,33 @@ class _Demo:
                 ok = False
         return ok
 
+    # -- the admission guard ---------------------------------------------------------------------
+
+    def guard(self) -> None:
+        """One denied ``kubectl set image``: with the chart's ValidatingAdmissionPolicies and the
+        namespace labelled ``calyx.io/guard=enforce``, the API server itself refuses a pod-template
+        change that does not come from Calyx, even from cluster-admin (docs/security-guard.md)."""
+        self.out.section("the admission guard: no change beside Calyx")
+        if not INSTALL_YAML.exists():
+            self.out.line(f"  (skipped: {INSTALL_YAML} not found; run from a checkout)")
+            return
+        assert self.stack.cluster is not None
+        self.out.line(f"  $ kubectl label namespace {NAMESPACE} calyx.io/guard=enforce")
+        self.out.line("    (ValidatingAdmissionPolicies from manifests/install.yaml applied first)")
+        enable_guard(self.stack.cluster, NAMESPACE)
+        argv = ["set", "image", f"deployment/{APP}", f"app={IMAGE_REPO}:2.4.1-hotfix"]
+        self.out.line(f"  $ kubectl {' '.join(argv)} -n {NAMESPACE}   (as cluster-admin)")
+        proc = self.stack.cluster.kubectl(*argv, "-n", NAMESPACE, check=False)
+        if proc.returncode == 0:
+            raise DemoFailed("the guard let `kubectl set image` through in an enforced namespace")
+        for line in proc.stderr.strip().splitlines():
+            self.out.block(textwrap.fill(line, 96, subsequent_indent="  "), "    ")
+        if self._stable_image() != V2:
+            raise DemoFailed(
+                f"{NAMESPACE}/{APP} changed to {self._stable_image()} despite the guard"
+            )
+        self.out.line(f"  => denied by the API server; {NAMESPACE}/{APP} still runs {V2}")
+
     def _report(self, name: str, phase: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
 
@@ -740,6 +772,7 @@ def run_demo(*, keep: bool = False, build: bool = True, stream: TextIO | None = 
             demo.scenario_a()
             demo.scenario_b()
             audit_ok = demo.reports()
+            demo.guard()
             code = 0 if audit_ok else 1
             if not audit_ok:
                 failure = "an audit chain did not verify"

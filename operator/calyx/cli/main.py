@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from calyx import __version__
-from calyx.cli import keys, lease_cmds, report_cmds, rollout_cmds, trust_cmds
+from calyx.cli import guard_cmds, keys, lease_cmds, report_cmds, rollout_cmds, trust_cmds
 from calyx.cli.completion import SHELLS, completion_script
 from calyx.cli.context import CliContext
 from calyx.cli.errors import CliError
@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("name", nargs="?")
     av.add_argument("-f", "--file", help="a saved audit.jsonl, report.json or ConfigMap")
     av.add_argument("--expect-head", help="the chain head you recorded elsewhere")
+    gd = sub.add_parser("guard", help="the admission guard (docs/security-guard.md)")
+    gsub = gd.add_subparsers(dest="guard_verb", required=True, metavar="ACTION")
+    gsub.add_parser("status", parents=[common], help="is the namespace enforced; policy state")
     cp = sub.add_parser("completion", help="print a shell completion script (docs/cli.md)")
     cp.add_argument("shell", choices=SHELLS)
     dm = sub.add_parser(
@@ -197,6 +200,8 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
     if args.verb == "audit":
         text, ok = report_cmds.cmd_audit_verify(ctx, args)
         return text, 0 if ok else 1
+    if args.verb == "guard":
+        return guard_cmds.cmd_status(ctx, args)
     if args.verb == "completion":
         return completion_script(args.shell, build_parser(), __version__), 0
     if args.verb == "demo":
