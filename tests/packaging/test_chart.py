@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -520,3 +521,109 @@ def test_server_side_dry_run_of_the_rendered_chart(
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr  # e.g. "would violate PodSecurity"
     assert proc.stdout.count("(server dry run)") == len(kinds), proc.stdout
+
+
+# ------------------------------------------------- dashboards and alerts (docs/observability.md)
+
+RULES_FILE = CHART / "files" / "calyx.rules.yaml"
+DASHBOARD_FILE = CHART / "dashboards" / "calyx.json"
+
+
+def test_dashboards_and_prometheus_rule_are_off_by_default(docs: list[dict[str, Any]]) -> None:
+    assert "PrometheusRule" not in {d["kind"] for d in docs}
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-dashboards")]
+    assert not [d for d in docs if "grafana_dashboard" in d["metadata"]["labels"]]
+
+
+def test_lint_strict_with_dashboards_and_rules(helm: str, tmp_path: Path) -> None:
+    vf = tmp_path / "v.yaml"
+    vf.write_text(
+        yaml.safe_dump({"dashboards": {"enabled": True}, "prometheusRule": {"enabled": True}})
+    )
+    proc = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(vf))
+    assert "0 chart(s) failed" in proc.stdout, proc.stdout
+
+
+def test_prometheus_rule_is_the_rules_file_for_this_release(helm: str, tmp_path: Path) -> None:
+    docs = render(
+        helm,
+        {"prometheusRule": {"enabled": True, "labels": {"release": "prom"}}},
+        release="shop-ops",
+        namespace="ops",
+    )
+    rule = find(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["namespace"] == "ops"
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    expected = yaml.safe_load(
+        RULES_FILE.read_text().replace('job="calyx-metrics"', 'job="shop-ops-calyx-metrics"')
+    )
+    assert rule["spec"] == expected
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert all('job="shop-ops-calyx-metrics"' in e for e in exprs), exprs
+    # Prometheus templates in annotations are left for Prometheus, not eaten by helm
+    assert "{{ $labels.trigger }}" in json.dumps(rule["spec"])
+    # what the Prometheus Operator would load is a valid rule file
+    promtool = shutil.which("promtool")
+    if promtool:
+        f = tmp_path / "rendered.rules.yaml"
+        f.write_text(yaml.safe_dump(rule["spec"]))
+        proc = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_rule_job_override(helm: str) -> None:
+    docs = render(helm, {"prometheusRule": {"enabled": True, "job": "kubernetes-pods"}})
+    text = json.dumps(find(docs, "PrometheusRule")["spec"])
+    assert 'job=\\"kubernetes-pods\\"' in text and "calyx-metrics" not in text
+
+
+def test_dashboard_configmap_for_the_grafana_sidecar(helm: str) -> None:
+    docs = render(
+        helm,
+        {
+            "dashboards": {
+                "enabled": True,
+                "namespace": "monitoring",
+                "annotations": {"grafana_folder": "Calyx"},
+            }
+        },
+        release="shop-ops",
+    )
+    cm = find(docs, "ConfigMap", "shop-ops-calyx-dashboards")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Calyx"}
+    shipped = json.loads(cm["data"]["calyx.json"])
+    source = json.loads(DASHBOARD_FILE.read_text())
+    assert shipped["panels"] == source["panels"], "panels ship unchanged"
+    job = next(v for v in shipped["templating"]["list"] if v["name"] == "job")
+    assert job["query"] == "shop-ops-calyx-metrics", "the job default follows the release name"
+    assert shipped["uid"] == "calyx-overview"
+
+
+def test_dashboard_label_is_configurable(helm: str) -> None:
+    docs = render(
+        helm, {"dashboards": {"enabled": True, "label": "grafana_dash", "labelValue": "yes"}}
+    )
+    cm = find(docs, "ConfigMap", "calyx-dashboards")
+    assert cm["metadata"]["labels"]["grafana_dash"] == "yes"
+    assert cm["metadata"]["namespace"] == "calyx-system"
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        ({"dashboards": {"enable": True}}, "enable"),
+        ({"prometheusRule": {"enabled": "yes"}}, "enabled"),
+        ({"dashboards": {"label": ""}}, "label"),
+    ],
+)
+def test_dashboard_and_rule_values_are_validated(
+    helm: str, tmp_path: Path, values: dict[str, Any], why: str
+) -> None:
+    vf = tmp_path / "bad.yaml"
+    vf.write_text(yaml.safe_dump(values))
+    proc = run_helm(helm, "template", "calyx", str(CHART), "-f", str(vf), check=False)
+    assert proc.returncode != 0, f"accepted {values}"
+    assert why in proc.stderr, proc.stderr
