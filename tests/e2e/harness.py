@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from calyx.adapters.kube import Kube
+from calyx.api.rollout import parse_rollout_spec
 from calyx.devenv.operator_process import OPERATOR_NS
 from calyx.devenv.workloads import sample_deployment
+from calyx.domain.rollout_binding import rollout_spec_digest
 from calyx.domain.signatures import (
     COSIGN_PREFIX,
     cosign_annotation_value,
@@ -85,7 +88,10 @@ def lease_body(
     constraints: Mapping[str, Any] | None = None,
     signers: Sequence[str] = ("alice", "sentinel"),
     now: dt.datetime | None = None,
+    rollout: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A signed Lease; with ``rollout`` (a Rollout body) it also binds that Rollout's name and
+    effective spec (docs/signing.md, "Binding the rollout")."""
     now = now or utcnow()
     spec: dict[str, Any] = {
         "intent": f"TEST-1: roll {target} to {', '.join(images.values())}",
@@ -95,6 +101,11 @@ def lease_body(
     }
     if constraints is not None:
         spec["constraints"] = dict(constraints)
+    if rollout is not None:
+        spec["rolloutRef"] = {
+            "name": rollout["metadata"]["name"],
+            "specDigest": rollout_spec_digest(parse_rollout_spec(rollout["spec"])),
+        }
     body = {
         "apiVersion": "calyx.io/v1alpha1",
         "kind": "Lease",
@@ -204,11 +215,66 @@ def operator_forward_writes(
     ):
         if not str(ev.get("userAgent", "")).startswith("calyx-operator"):
             continue
+        body = ev.get("requestObject")
+        if isinstance(body, dict) and set(body) <= {"metadata"} and ev["verb"] == "patch":
+            continue  # the target claim annotation: no pod, no replica changes
         if ev["verb"] == "create" or (
-            ev["verb"] in ("patch", "update") and not isinstance(ev.get("requestObject"), list)
+            ev["verb"] in ("patch", "update") and not isinstance(body, list)
         ):
             out.append(ev)
     return out
+
+
+def _template_images(body: Any) -> set[str]:
+    """Container images a Deployment write puts into a pod template (create, strategic or
+    merge patch, and the JSON patch that restores a snapshot)."""
+    found: set[str] = set()
+    if isinstance(body, list):  # JSON patch: [{"op": "replace", "path": "/spec/template", ...}]
+        for op in body:
+            found |= _template_images({"spec": {"template": op.get("value")}})
+        return found
+    tmpl = ((body or {}).get("spec") or {}).get("template") or {}
+    spec = tmpl.get("spec") or {}
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        if c.get("image"):
+            found.add(str(c["image"]))
+    return found
+
+
+def assert_only_signed_templates(cluster: Any, kube: Kube, ns: str) -> int:
+    """DESIGN promise 7 over a whole scenario (docs/security.md): every pod template the
+    operator wrote into a Deployment carries only images of a snapshot the operator itself
+    took or of a Lease the operator recorded Verified or Consumed. Returns writes checked."""
+    allowed: set[str] = set()
+    for ev in cluster.read_audit_events(
+        verbs=["create"], resource="configmaps", namespace=ns, succeeded=True
+    ):
+        if not str(ev.get("userAgent", "")).startswith("calyx-operator"):
+            continue
+        payload = ((ev.get("requestObject") or {}).get("data") or {}).get("deployment.json")
+        if payload:
+            allowed |= _template_images(json.loads(payload))
+    signed = {
+        lease
+        for _, lease, phase in lease_phase_timeline(cluster, ns)
+        if phase in ("Verified", "Consumed")
+    }
+    for lease in kube.list_custom("leases", ns):
+        if lease["metadata"]["name"] in signed:
+            allowed |= {str(c["image"]) for c in lease["spec"]["change"]["containers"]}
+    checked = 0
+    for ev in cluster.read_audit_events(
+        verbs=["create", "patch", "update"], resource="deployments", namespace=ns, succeeded=True
+    ):
+        if not str(ev.get("userAgent", "")).startswith("calyx-operator"):
+            continue
+        images = _template_images(ev.get("requestObject"))
+        checked += bool(images)
+        assert images <= allowed, (
+            f"operator wrote unsigned image(s) {sorted(images - allowed)} into "
+            f"{ev['objectRef'].get('name')} at {ev['requestReceivedTimestamp']}"
+        )
+    return checked
 
 
 def lease_phase_timeline(cluster: Any, ns: str) -> list[tuple[str, str, str]]:

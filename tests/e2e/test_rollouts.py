@@ -16,6 +16,7 @@ from calyx.domain.canary import read_snapshot, template_sha
 from tests.e2e.harness import (
     OPERATOR_NS,
     assert_no_forward_write_without_valid_lease,
+    assert_only_signed_templates,
     deployment,
     deployment_body,
     lease_body,
@@ -38,11 +39,12 @@ NO_ANALYSIS = {"requireAnalysis": False}
 
 
 @pytest.fixture(autouse=True)
-def _safety_invariant(trust: Any, kube_namespace: str) -> Any:
+def _safety_invariant(trust: Any, kube: Kube, kube_namespace: str) -> Any:
     """After every scenario: no forward Deployment write without a valid Lease (audit log)."""
     yield
     if trust.audit_log:
         assert_no_forward_write_without_valid_lease(trust, kube_namespace)
+        assert_only_signed_templates(trust, kube, kube_namespace)
 
 
 def setup(
@@ -66,14 +68,22 @@ def setup(
         ),
         timeout=60,
     )
+    rollout = rollout_body(ns, name, lease, tiers=tiers or FAST, **spec)
     apply_obj(
         cluster,
         lease_body(
-            ns, lease, "checkout", {"app": IMG2}, expires_in=expires_in, constraints=NO_ANALYSIS
+            ns,
+            lease,
+            "checkout",
+            {"app": IMG2},
+            expires_in=expires_in,
+            constraints=NO_ANALYSIS,
+            # a Rollout with postDeploy needs a Lease that binds it (docs/signing.md)
+            rollout=rollout if "postDeploy" in spec else None,
         ),
     )
     if create_rollout:
-        apply_obj(cluster, rollout_body(ns, name, lease, tiers=tiers or FAST, **spec))
+        apply_obj(cluster, rollout)
 
 
 def now_stamp() -> str:
