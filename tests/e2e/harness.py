@@ -216,7 +216,7 @@ def operator_forward_writes(
         if not str(ev.get("userAgent", "")).startswith("calyx-operator"):
             continue
         body = ev.get("requestObject")
-        if isinstance(body, dict) and set(body) <= {"metadata"} and ev["verb"] == "patch":
+        if isinstance(body, dict) and set(body) == {"metadata"} and ev["verb"] == "patch":
             continue  # the target claim annotation: no pod, no replica changes
         if ev["verb"] == "create" or (
             ev["verb"] in ("patch", "update") and not isinstance(body, list)

@@ -29,6 +29,7 @@ TABLE = [
     ("Lease", "Consumed", "True", "False", "False"),
     ("Lease", "Rejected", "False", "False", "True"),
     ("Lease", "Expired", "False", "False", "True"),
+    ("Rollout", "Pending", "False", "True", "False"),
     ("Rollout", "WaitingForLease", "False", "True", "False"),
     ("Rollout", "Progressing", "False", "True", "False"),
     ("Rollout", "Paused", "False", "True", "False"),

@@ -65,6 +65,7 @@ LEASE_SUMMARY: Final[Mapping[str, Summary]] = {
 #: waiting for Ready must fail, not hang. Paused and WaitingForApproval are still in progress
 #: (a person will move them on); Argo CD shows them as Suspended (docs/gitops.md).
 ROLLOUT_SUMMARY: Final[Mapping[str, Summary]] = {
+    "Pending": RECONCILING,  # waits for another Rollout's claim on the target (TargetBusy)
     "WaitingForLease": RECONCILING,
     "Progressing": RECONCILING,
     "Paused": RECONCILING,

@@ -39,6 +39,7 @@ from calyx.domain.canary import (
     validation_job,
 )
 from calyx.domain.conditions import condition_field, set_condition
+from calyx.domain.kstatus import kstatus_conditions
 from calyx.domain.ledger import LedgerEntry
 from calyx.domain.rollout_binding import binding_problem
 from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
@@ -208,6 +209,22 @@ def tiers_in_force(o: Observed) -> list[Tier]:
 
 
 def plan_rollout(o: Observed) -> Plan:
+    """One step, with the kstatus trio (Ready / Reconciling / Stalled) derived from the phase it
+    leaves, so ``kubectl wait`` and GitOps health checks read the truth (docs/gitops.md)."""
+    plan = _plan(o)
+    st = plan.status
+    st["conditions"] = kstatus_conditions(
+        "Rollout",
+        st.get("phase"),
+        o.rollout["metadata"].get("generation"),
+        stamp(o.now),
+        st.get("conditions") or [],
+        str(st.get("message") or ""),
+    )
+    return plan
+
+
+def _plan(o: Observed) -> Plan:
     s = _Step(o)
     st = s.status
     phase = st.get("phase") or ""
