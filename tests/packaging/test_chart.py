@@ -27,6 +27,7 @@ KEY_B = base64.b64encode(bytes(range(1, 33))).decode()
 # (scope, apiGroup, resource, verb, resourceNames)
 CLUSTER = "ClusterRole"
 ROLE = "Role"
+GUARD_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 EXPECTED_RBAC = {
     *(
         (CLUSTER, "calyx.io", r, v, ())
@@ -95,11 +96,19 @@ def test_default_render_has_the_expected_objects(docs: list[dict[str, Any]]) -> 
             ("RoleBinding", "calyx"),
             ("Service", "calyx-metrics"),
             ("Deployment", "calyx"),
+            ("ValidatingAdmissionPolicy", "calyx-guard-deployments"),
+            ("ValidatingAdmissionPolicy", "calyx-guard-configmaps"),
+            ("ValidatingAdmissionPolicyBinding", "calyx-guard-deployments"),
+            ("ValidatingAdmissionPolicyBinding", "calyx-guard-deployments-warn"),
+            ("ValidatingAdmissionPolicyBinding", "calyx-guard-configmaps"),
+            ("ValidatingAdmissionPolicyBinding", "calyx-guard-configmaps-warn"),
+            ("ValidatingAdmissionPolicyBinding", "calyx-guard-configmaps-operator-namespace"),
         ]
     )
+    cluster_scoped = ("ClusterRole", "ClusterRoleBinding", *GUARD_KINDS)
     for doc in docs:
         meta = doc["metadata"]
-        if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if doc["kind"] not in cluster_scoped:
             assert meta["namespace"] == "calyx-system", doc["kind"]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "calyx"
@@ -313,6 +322,150 @@ def test_rbac_can_be_disabled(helm: str) -> None:
     assert pod["serviceAccountName"] == "existing"
 
 
+# ---------------------------------------------------------------------- admission guard
+
+
+def _guard(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """The guard's policies (kind ``ValidatingAdmissionPolicy``) or bindings, by name."""
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+POLICY, BINDING = GUARD_KINDS
+
+
+def _cel(policy: dict[str, Any]) -> str:
+    """Every CEL expression of a policy, one per line."""
+    spec = policy["spec"]
+    parts = [v["expression"] for v in spec.get("variables", [])]
+    parts += [m["expression"] for m in spec.get("matchConditions", [])]
+    for v in spec["validations"]:
+        parts += [v["expression"], v.get("messageExpression", "")]
+    parts += [a["valueExpression"] for a in spec.get("auditAnnotations", [])]
+    return "\n".join(parts)
+
+
+def test_guard_policies_name_the_chart_service_account_and_group(
+    docs: list[dict[str, Any]],
+) -> None:
+    """docs/security-guard.md: the operator's identity is the chart's own ServiceAccount, the
+    exemptions are exactly the operator, break-glass and (ConfigMaps) the control plane."""
+    guard = _guard(docs, POLICY)
+    sa = find(docs, "ServiceAccount")["metadata"]["name"]
+    operator = f"system:serviceaccount:calyx-system:{sa}"
+    assert operator == "system:serviceaccount:calyx-system:calyx"
+    for kind in ("deployments", "configmaps"):
+        policy = guard[f"calyx-guard-{kind}"]
+        assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        meta = policy["metadata"]
+        assert meta["labels"]["app.kubernetes.io/component"] == "guard"
+        assert meta["labels"]["calyx.io/guard-policy"] == kind
+        assert meta["annotations"] == {
+            "calyx.io/operator-user": operator,
+            "calyx.io/break-glass-group": "calyx:break-glass",
+        }
+        cel = _cel(policy)
+        assert f'request.userInfo.username == "{operator}"' in cel
+        assert '"calyx:break-glass" in request.userInfo.groups' in cel
+        # no other identity is exempt (the ConfigMap policy adds the control plane's)
+        users = set(re.findall(r"system:serviceaccount:[\w:.-]+", cel))
+        expected = {operator}
+        if kind == "configmaps":
+            expected |= {
+                "system:serviceaccount:kube-system:generic-garbage-collector",
+                "system:serviceaccount:kube-system:namespace-controller",
+            }
+        assert users == expected, users
+        for v in policy["spec"]["validations"]:
+            assert v["reason"] == "Forbidden" and v["message"].startswith("calyx guard:")
+
+    deploy = guard["calyx-guard-deployments"]["spec"]
+    (rule,) = deploy["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["deployments"], "not deployments/scale: scaling stays free"
+    assert sorted(rule["operations"]) == ["CREATE", "UPDATE"]
+    assert "object.spec.template != oldObject.spec.template" in _cel(
+        guard["calyx-guard-deployments"]
+    )
+    cms = guard["calyx-guard-configmaps"]["spec"]
+    (rule,) = cms["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["configmaps"]
+    assert sorted(rule["operations"]) == ["CREATE", "DELETE", "UPDATE"]
+    (cond,) = cms["matchConditions"]
+    assert "[object, oldObject]" in cond["expression"], "label removal and delete are matched"
+    assert "'calyx.io/managed-by'" in cond["expression"] and "calyx.io/" in cond["expression"]
+
+
+def test_guard_bindings_select_opted_in_namespaces_only(docs: list[dict[str, Any]]) -> None:
+    bindings = {name: d["spec"] for name, d in _guard(docs, BINDING).items()}
+    for kind in ("deployments", "configmaps"):
+        enforce, warn = bindings[f"calyx-guard-{kind}"], bindings[f"calyx-guard-{kind}-warn"]
+        assert enforce["policyName"] == warn["policyName"] == f"calyx-guard-{kind}"
+        assert enforce["validationActions"] == ["Deny"]
+        assert warn["validationActions"] == ["Warn", "Audit"]
+        assert enforce["matchResources"] == {
+            "namespaceSelector": {"matchLabels": {"calyx.io/guard": "enforce"}}
+        }
+        assert warn["matchResources"] == {
+            "namespaceSelector": {"matchLabels": {"calyx.io/guard": "warn"}}
+        }
+    own = bindings["calyx-guard-configmaps-operator-namespace"]
+    assert own["policyName"] == "calyx-guard-configmaps"
+    assert own["validationActions"] == ["Deny"]
+    assert own["matchResources"] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "calyx-system"}}
+    }
+    assert len(bindings) == 5, sorted(bindings)
+
+
+def test_guard_follows_the_service_account_group_and_names(helm: str) -> None:
+    docs = render(
+        helm,
+        {
+            "fullnameOverride": "cx",
+            "serviceAccount": {"create": False, "name": "deployer"},
+            "guard": {"breakGlassGroup": "oncall:sre", "protectOperatorNamespace": False},
+        },
+        namespace="ops",
+    )
+    guard, bindings = _guard(docs, POLICY), _guard(docs, BINDING)
+    assert sorted(guard) == ["cx-guard-configmaps", "cx-guard-deployments"]
+    assert sorted(bindings) == [
+        "cx-guard-configmaps",
+        "cx-guard-configmaps-warn",
+        "cx-guard-deployments",
+        "cx-guard-deployments-warn",
+    ], "protectOperatorNamespace: false drops the operator-namespace binding"
+    for kind in ("deployments", "configmaps"):
+        policy = guard[f"cx-guard-{kind}"]
+        assert policy["metadata"]["annotations"] == {
+            "calyx.io/operator-user": "system:serviceaccount:ops:deployer",
+            "calyx.io/break-glass-group": "oncall:sre",
+        }
+        cel = _cel(policy)
+        assert '"system:serviceaccount:ops:deployer"' in cel and '"oncall:sre"' in cel
+        assert "calyx-system" not in cel and "calyx:break-glass" not in cel
+        for suffix in ("", "-warn"):
+            assert bindings[f"cx-guard-{kind}{suffix}"]["spec"]["policyName"] == f"cx-guard-{kind}"
+
+
+def test_guard_group_is_quoted_for_cel(helm: str) -> None:
+    """A group with quotes or a backslash ends up as one CEL string literal, not as code."""
+    group = 'team "a" \\ b\'s'
+    (policy,) = [
+        d
+        for d in render(helm, {"guard": {"breakGlassGroup": group}})
+        if d["kind"] == POLICY and d["metadata"]["name"] == "calyx-guard-deployments"
+    ]
+    assert f"{json.dumps(group)} in request.userInfo.groups" in _cel(policy)
+    assert policy["metadata"]["annotations"]["calyx.io/break-glass-group"] == group
+
+
+def test_guard_can_be_disabled(helm: str) -> None:
+    docs = render(helm, {"guard": {"enabled": False}})
+    assert not [d for d in docs if d["kind"] in GUARD_KINDS]
+    assert {d["kind"] for d in docs} >= {"Deployment", "ClusterRole", "ServiceAccount"}
+
+
 # --------------------------------------------------------------------------- trust store
 
 
@@ -445,6 +598,10 @@ def test_notes_render_on_install(helm: str, kube_cluster: Any, kube_namespace: s
         ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "enabled"),
         ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
         ({"replicas": 1}, "replicas"),  # typo of replicaCount: unknown keys are rejected
+        ({"guard": {"enabled": "yes"}}, "enabled"),
+        ({"guard": {"breakGlassGroup": ""}}, "breakGlassGroup"),
+        ({"guard": {"breakGlassGroup": "system:authenticated"}}, "breakGlassGroup"),
+        ({"guard": {"enforce": True}}, "enforce"),
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(
