@@ -1,4 +1,5 @@
-"""Breach → detection → revert latency, end to end (GitHub issues 4 and 5; DESIGN §1 promise 3).
+"""Breach → detection → revert latency, end to end (GitHub issues 4 and 5; docs/design.md
+promise 3).
 
 Real control plane (kwok pods), real Prometheus scraping the traffic simulator every 1 s, the
 operator as a process (rollout tick 0.5 s). Each trial, in its own namespace:

@@ -1,7 +1,8 @@
 """Time ``verify_lease`` on a realistic Lease with two cosignatures (human + agent).
 
-The controller re-verifies before every tier advance and on every analysis interval (DESIGN.md §1
-promise 1, §5), so verification sits on the rollback-latency path; the goal is well under 1 ms.
+The controller re-verifies before every tier advance and on every analysis interval
+(docs/design.md promise 1, §Analysis), so verification sits on the rollback-latency path; the
+goal is well under 1 ms.
 
 Run: ``.venv/bin/python bench/verify_lease.py [runs]`` (default 2000).
 """

@@ -1,6 +1,6 @@
 """Calyx: a Kubernetes operator for two-key canary deployments.
 
-Layers (DESIGN.md §10), dependencies pointing one way:
+Layers (docs/architecture.md), dependencies pointing one way:
 ``api`` ← ``domain`` ← ``adapters`` ← ``reconcile`` ← ``handlers`` / ``cli``.
 """
 

@@ -1,4 +1,4 @@
-"""calyx.api models accept the DESIGN.md §2 objects and reject bad ones with clear messages."""
+"""calyx.api models accept the docs/api.md objects and reject bad ones with clear messages."""
 
 from __future__ import annotations
 

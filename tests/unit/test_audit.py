@@ -1,4 +1,4 @@
-"""Audit chain (DESIGN.md §8): record format, hashing, and tamper detection."""
+"""Audit chain (docs/audit.md): record format, hashing, and tamper detection."""
 
 from __future__ import annotations
 

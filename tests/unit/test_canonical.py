@@ -1,4 +1,4 @@
-"""Canonical JSON (DESIGN.md §3.1) and the time formats that feed signed statements."""
+"""Canonical JSON (docs/signing.md §2) and the time formats that feed signed statements."""
 
 from __future__ import annotations
 

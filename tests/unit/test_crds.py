@@ -1,4 +1,4 @@
-"""The generated CRDs (crds/) are up to date, structural, and say what DESIGN.md §2 says."""
+"""The generated CRDs (crds/) are up to date, structural, and say what docs/api.md says."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def test_no_defaults_anywhere_in_lease() -> None:
 
 
 def test_integers_are_integers() -> None:
-    """No `number` in any spec: integers only (DESIGN.md §2)."""
+    """No `number` in any spec: integers only (docs/design.md §API)."""
     for filename in (LEASE_FILE, ROLLOUT_FILE):
         for path, node in walk(root_schema(filename)["properties"]["spec"], ".spec"):
             assert node.get("type") != "number", f"{path} is a number"

@@ -1,4 +1,4 @@
-"""The replay ledger model (DESIGN.md §3.5 rule 4): encoding, claims, pruning, corruption."""
+"""The replay ledger model (docs/signing.md §8 rule 4): encoding, claims, pruning, corruption."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rollout report (DESIGN.md §7): report.json, report.md, the ConfigMap size bound, and the
+"""Rollout report (docs/report.md): report.json, report.md, the ConfigMap size bound, and the
 CLI verbs ``calyx report`` / ``calyx audit verify`` (offline with --file, and with a fake
 cluster)."""
 

@@ -1,4 +1,4 @@
-"""Risk score (DESIGN.md §6): every factor, levels, clamping, recommended tiers."""
+"""Risk score (docs/risk.md): every factor, levels, clamping, recommended tiers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Statements, PAE, sign/verify, annotation formats and tier approvals (DESIGN.md §3.1-§3.3)."""
+"""Statements, PAE, sign/verify, annotation formats and tier approvals (docs/signing.md §1-§5)."""
 
 from __future__ import annotations
 

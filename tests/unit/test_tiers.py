@@ -6,8 +6,8 @@ from calyx.domain.tiers import canary_replicas, effective_percent, round_half_up
 @pytest.mark.parametrize(
     ("stable", "weight", "expected"),
     [
-        (20, 5, 1),  # DESIGN §4: 1 pod at 5 %
-        (20, 25, 7),  # DESIGN §4: 7 pods at 25 % (6.67 rounds up)
+        (20, 5, 1),  # docs/design.md §Canary math: 1 pod at 5 %
+        (20, 25, 7),  # docs/design.md §Canary math: 7 pods at 25 % (6.67 rounds up)
         (4, 5, 1),  # coarse: at least one pod, really 20 %
         (4, 25, 1),  # 4*25/75 = 1.33
         (4, 50, 4),

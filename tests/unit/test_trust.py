@@ -1,4 +1,4 @@
-"""Trust store parsing (DESIGN.md §3.4): one row per way a ConfigMap can be wrong."""
+"""Trust store parsing (docs/signing.md §7): one row per way a ConfigMap can be wrong."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ KEYS = {s["id"]: base64.b64decode(s["publicKeyBase64"]) for s in VECTORS["signer
 
 
 def canonical(obj: object) -> bytes:
-    """The DESIGN.md §3.1 one-liner, written out here rather than imported."""
+    """The docs/signing.md §2 one-liner, written out here rather than imported."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

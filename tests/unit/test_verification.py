@@ -1,4 +1,4 @@
-"""DESIGN.md §3.5 rules 1-4 through ``verify_lease``, one attack or mistake per row.
+"""docs/signing.md §8 rules 1-4 through ``verify_lease``, one attack or mistake per row.
 
 Each row asserts the exact reason an SRE would read in ``kubectl describe leases.calyx.io``.
 """

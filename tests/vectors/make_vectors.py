@@ -96,7 +96,7 @@ def build() -> dict[str, object]:
 
     return {
         "description": (
-            "Calyx signature test vectors (DESIGN.md section 3). Ed25519 over "
+            "Calyx signature test vectors (docs/signing.md). Ed25519 over "
             "DSSEv1 PAE(payloadType, canonical JSON statement). Public test seeds: never trust."
         ),
         "payloadType": PAYLOAD_TYPE.decode("ascii"),

@@ -1,4 +1,4 @@
-"""The consumed-lease ledger ConfigMap (``calyx-ledger``, DESIGN §3.5 rule 4).
+"""The consumed-lease ledger ConfigMap (``calyx-ledger``, docs/design.md §Replay: three records).
 
 A claim is a compare-and-swap on the ConfigMap's resourceVersion: of two Rollouts claiming one
 Lease at once, the API server accepts exactly one write and the other re-reads and sees the

@@ -1,4 +1,4 @@
-"""Reads and writes the trust store ConfigMap (``calyx-trust``, DESIGN §3.4).
+"""Reads and writes the trust store ConfigMap (``calyx-trust``, docs/signing.md §7).
 
 Parsing and validation are pure (``calyx.domain.trust``); this module only moves the two YAML
 documents in and out of the cluster, with compare-and-swap writes so two admins running

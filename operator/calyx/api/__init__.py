@@ -1,4 +1,4 @@
-"""Calyx API: pydantic models for ``leases.calyx.io`` and ``rollouts.calyx.io`` (DESIGN.md §2).
+"""Calyx API: pydantic models for ``leases.calyx.io`` and ``rollouts.calyx.io`` (docs/api.md).
 
 The models are the single source of truth: the CRDs in ``crds/`` are generated from them by
 ``python -m calyx.api.crdgen`` (:func:`calyx.api.crdgen.crd_manifests` gives them in memory).

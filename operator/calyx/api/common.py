@@ -13,7 +13,8 @@ Two model bases, because spec and status have opposite compatibility needs:
 Both use camelCase aliases on the wire (Kubernetes API conventions) and snake_case in Python; both
 accept either spelling on input and dump by alias.
 
-This module is the bottom layer (DESIGN.md §10): it imports nothing else from calyx and does no I/O.
+This module is the bottom layer (docs/architecture.md, "Layers"): it imports nothing else from
+calyx and does no I/O.
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ def parse_rfc3339_utc(text: str) -> datetime:
 class TargetRef(SpecModel):
     """The workload a Lease authorizes changing, in the Lease's own namespace.
 
-    Only ``Deployment`` for now: the canary mechanics (DESIGN.md §4) rely on a Deployment's
-    replica count and pod template.
+    Only ``Deployment`` for now: the canary mechanics (docs/design.md §Canary math) rely on a
+    Deployment's replica count and pod template.
     """
 
     kind: Literal["Deployment"]

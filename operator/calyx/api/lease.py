@@ -1,7 +1,7 @@
-"""``leases.calyx.io`` -- what is authorized (DESIGN.md §2.1).
+"""``leases.calyx.io`` -- what is authorized (docs/api.md, "Lease").
 
 A Lease names one workload, the exact new images, bounds on how the rollout may proceed, and an
-expiry. Cosigners sign the spec (DESIGN.md §3), so:
+expiry. Cosigners sign the spec (docs/signing.md), so:
 
 * the spec is **immutable** once created (CEL ``self == oldSelf`` on the server, see
   :mod:`calyx.api.crdgen`): editing it would silently invalidate -- or worse, appear to keep --
@@ -200,7 +200,7 @@ class LeaseSpec(SpecModel):
         """The spec as signed: exactly the fields the author set, camelCase, JSON types.
 
         Equal to the raw ``spec`` the model was validated from (strict parsing coerces nothing
-        and the schema has no defaults), so either may be used for the digest (DESIGN.md §3.1).
+        and the schema has no defaults), so either may be used for the digest (docs/signing.md §2).
         """
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 

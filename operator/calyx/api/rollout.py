@@ -1,4 +1,4 @@
-"""``rollouts.calyx.io`` -- how an authorized change is rolled out (DESIGN.md §2.2).
+"""``rollouts.calyx.io`` -- how an authorized change is rolled out (docs/api.md, "Rollout").
 
 A Rollout cites a Lease (``leaseRef``) and takes target and images **from the Lease**, never
 duplicating them, so that what runs is always what was signed. The spec only says *how*: canary
@@ -8,7 +8,7 @@ Unlike the Lease, the Rollout schema carries its defaults (``paused``, ``soakSec
 ``approval``, ``analysis.*``, ``onBreach``, ``postDeploy.timeoutSeconds``): they are applied by
 the API server, so ``kubectl get -o yaml`` shows the values actually in force, and they equal the
 model defaults here, so a Rollout read from a Git file behaves the same. The one exception is
-``tiers``, whose default depends on the risk score (DESIGN.md §6) and is therefore left unset.
+``tiers``, whose default depends on the risk score (docs/risk.md) and is therefore left unset.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ CONDITION_HEALTHY: Final = "Healthy"
 CONDITION_COMPLETED: Final = "Completed"
 CONDITION_ROLLED_BACK: Final = "RolledBack"
 
-#: Query text: PromQL with the template variables of DESIGN.md §5.
+#: Query text: PromQL with the template variables of docs/analysis.md, "Template variables".
 Query = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 # --------------------------------------------------------------------------------------------
@@ -406,6 +406,14 @@ class MetricSample(StatusModel):
     verdict: Verdict | None = None
 
 
+class AnalysisGap(StatusModel):
+    """A stretch of a tier's soak that no evaluation covered."""
+
+    since: Time
+    until: Time
+    seconds: Annotated[float, Field(ge=0)]
+
+
 class TierStatus(StatusModel):
     """Progress and metrics of one tier."""
 
@@ -422,6 +430,17 @@ class TierStatus(StatusModel):
 
     metrics: dict[str, MetricSample] | None = None
     """Last values per metric (`tes`, `errorRate`, `cpu`, `memory`, custom names)."""
+
+    soaked_seconds: Annotated[float, Field(ge=0)] | None = None
+    """Soak time covered by passing evaluations; the tier passes when it reaches `soakSeconds`
+    (with analysis configured; without, wall-clock time since `soakStartedAt` counts)."""
+
+    soak_mark_at: Time | None = None
+    """Time of the last evaluation counted (or skipped) for the soak."""
+
+    analysis_gaps: Annotated[list[AnalysisGap], Field(max_length=10)] | None = None
+    """Stretches longer than two intervals without an evaluation (API or Prometheus outage,
+    operator down): not counted toward the soak. The last 10."""
 
 
 class AnalysisState(StatusModel):

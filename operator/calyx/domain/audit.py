@@ -1,10 +1,12 @@
-"""The hash-chained audit trail: one JSON record per decision (DESIGN.md §1.5, §8).
+"""The hash-chained audit trail: one JSON record per decision (docs/audit.md; promise 5 of
+docs/design.md).
 
 Kubernetes Events expire after about an hour; audit records do not. Each record carries the
 hash of its predecessor (``prev``) and its own ``hash``, so removing, inserting, reordering or
 editing a record breaks the chain where it happened and :func:`verify` says so. Records are
-hashed over their canonical JSON (DESIGN.md §3.1, :func:`calyx.domain.canonical.canonical_json`),
-so the chain can be checked in any language (docs/audit.md has a ``jq`` + ``sha256sum`` script).
+hashed over their canonical JSON (docs/signing.md §2,
+:func:`calyx.domain.canonical.canonical_json`), so the chain can be checked in any language
+(docs/audit.md has a ``jq`` + ``sha256sum`` script).
 
 Record (every field always present)::
 
@@ -76,7 +78,8 @@ MAX_MESSAGE_CHARS: Final = 1024
 MAX_DATA_BYTES: Final = 2048
 """``data`` is a small dict of facts; anything bigger is replaced by a note saying so."""
 
-#: DESIGN.md §8: the seed event names and the Kubernetes Event reasons they go with.
+#: The seed event names and the Kubernetes Event reasons they go with (docs/design.md §Report and
+#: audit, docs/audit.md).
 SEED_EVENTS: Final[Mapping[str, str]] = {
     "Cosigned": "lease_event.COSIGNED",
     "Verified2Key": "lease_event.VERIFIED_2KEY",
@@ -135,10 +138,10 @@ class VerifyResult:
 def event_name(reason: str, kind: str = "Rollout") -> str:
     """The audit event name for a Kubernetes Event reason.
 
-    Seed reasons map as DESIGN.md §8 says (``DeployStarted`` -> ``deploy_event.STARTED``);
-    other known reasons have a family (``ThresholdBreached`` -> ``analysis_event.BREACH``);
-    anything else is ``<lease|deploy>_event.<UPPER_SNAKE_REASON>`` by the object's kind
-    (``Paused`` on a Rollout -> ``deploy_event.PAUSED``).
+    Seed reasons map as docs/design.md §Report and audit says (``DeployStarted`` ->
+    ``deploy_event.STARTED``); other known reasons have a family (``ThresholdBreached`` ->
+    ``analysis_event.BREACH``); anything else is ``<lease|deploy>_event.<UPPER_SNAKE_REASON>`` by
+    the object's kind (``Paused`` on a Rollout -> ``deploy_event.PAUSED``).
     """
     if reason in SEED_EVENTS:
         return SEED_EVENTS[reason]

@@ -1,7 +1,7 @@
 """Pure builders for the objects a Rollout writes: the snapshot and the canary Deployment.
 
 Kept apart from the planner so the exact bytes of the rollback pack and the canary's shape are
-testable on their own (DESIGN §4).
+testable on their own (docs/design.md §Canary math).
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ def canary_deployment(
     replicas: int,
     lease_digest: str,
 ) -> dict[str, Any]:
-    """The target's spec with the Lease's images and the track/rollout labels (DESIGN §4).
+    """The target's spec with the Lease's images and the track/rollout labels (docs/design.md
+    §Canary math).
 
     Its selector adds the track label, so its ReplicaSets never adopt stable pods, while the
     Service that selects the target's labels serves both: the documented Kubernetes canary

@@ -1,4 +1,4 @@
-"""Canonical JSON bytes for everything Calyx hashes or signs (DESIGN.md §3.1).
+"""Canonical JSON bytes for everything Calyx hashes or signs (docs/signing.md §2).
 
 Signatures are made by pipelines in other languages and verified here, so the byte form must be
 unambiguous and reproducible anywhere: keys sorted, no whitespace, UTF-8 with non-ASCII characters

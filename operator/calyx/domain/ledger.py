@@ -1,4 +1,4 @@
-"""Pure model of the replay ledger, ConfigMap ``calyx-ledger`` (DESIGN.md §3.5 rule 4).
+"""Pure model of the replay ledger, ConfigMap ``calyx-ledger`` (docs/signing.md §8 rule 4).
 
 Signatures do not bind a Lease's uid (so a pipeline can sign before committing to Git); what stops
 a signed Lease from authorizing two rollouts, or from being deleted and re-created to run again, is

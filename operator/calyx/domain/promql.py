@@ -1,11 +1,12 @@
-"""Default PromQL templates and their rendering (DESIGN.md §5, docs/analysis.md).
+"""Default PromQL templates and their rendering (docs/analysis.md).
 
 Each metric is evaluated twice per analysis: for the **canary** pods and for the **baseline**
 (the stable pods of the target). Rather than keeping two templates per metric, a template is
 written once against ``{{ pod_regex }}``, which is bound to the canary pod regex for the canary
-query and to the stable pod regex for the baseline query. The variables of DESIGN.md §5
-(``namespace``, ``target``, ``canary``, ``canary_pod_regex``, ``stable_pod_regex``, ``window``)
-are always available too, so an override may address either side explicitly.
+query and to the stable pod regex for the baseline query. The other variables of
+docs/design.md §Analysis (``namespace``, ``target``, ``canary``, ``canary_pod_regex``,
+``stable_pod_regex``, ``window``) are always available too, so an override may address either
+side explicitly.
 
 Rendering is deliberately not a template engine: ``{{ name }}`` is replaced for exactly the known
 names, anything else that looks like a placeholder is an error naming it, and the substituted
@@ -56,8 +57,8 @@ POD_HASH_CHARS: Final = "bcdfghjklmnpqrstvwxz2456789"
 _HASH: Final = f"[{POD_HASH_CHARS}]{{1,10}}"
 _SUFFIX: Final = f"[{POD_HASH_CHARS}]{{5}}"
 
-#: Every name a template may use. ``pod_regex`` is Calyx's addition to DESIGN.md §5: the pods of
-#: the side being evaluated.
+#: Every name a template may use. ``pod_regex`` (the pods of the side being evaluated) is Calyx's
+#: addition to the variables of docs/design.md §Analysis.
 TEMPLATE_VARIABLES: Final = (
     "namespace",
     "target",

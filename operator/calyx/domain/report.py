@@ -1,4 +1,5 @@
-"""The rollout report: ``report.json``, ``report.md`` and ``audit.jsonl`` (DESIGN.md §7, §8).
+"""The rollout report: ``report.json``, ``report.md`` and ``audit.jsonl`` (docs/report.md,
+docs/audit.md).
 
 Every Rollout gets ConfigMap ``<rollout>-report``. It answers, long after the Events expired:
 what was authorized (intent, lease digest, cosigners), how risky it looked, how each tier's

@@ -1,4 +1,4 @@
-"""The risk score of a change, 0-100, and the canary tiers it recommends (DESIGN.md §6).
+"""The risk score of a change, 0-100, and the canary tiers it recommends (docs/risk.md).
 
 The score must explain itself: it is the clamped sum of a few named factors, each with integer
 points and a one-line detail that ends up in ``status.risk.factors`` and the report. Nothing

@@ -1,4 +1,4 @@
-"""Statements, signatures and annotation formats (DESIGN.md §3.1 to §3.3).
+"""Statements, signatures and annotation formats (docs/signing.md §1, §2, §5).
 
 A cosignature is an Ed25519 signature over the DSSE pre-authentication encoding (PAE) of a small
 JSON *statement* rebuilt from the live object. We sign a statement rather than the object because

@@ -1,4 +1,4 @@
-"""Canary sizing (DESIGN §4): how many canary pods make a tier's weight.
+"""Canary sizing (docs/design.md §Canary math): how many canary pods make a tier's weight.
 
 With N stable pods and weight w < 100, c = max(1, round-half-up(N·w / (100 - w))) so that
 c / (N + c) ≈ w / 100. Integer arithmetic only: a float rounding 6.5 to 6 on one machine and 7

@@ -1,4 +1,4 @@
-"""The two time formats Calyx reads and writes (DESIGN.md §2.1, §3.2).
+"""The two time formats Calyx reads and writes (docs/api.md, docs/signing.md §1).
 
 * ``signedAt`` is *signed*, so it has exactly one spelling: ``YYYY-MM-DDTHH:MM:SSZ``. Accepting
   ``+00:00`` or fractions there would let two byte-different statements describe the same moment,

@@ -1,4 +1,4 @@
-"""The trust store: who may cosign, in which namespaces, under which policy (DESIGN.md §3.4).
+"""The trust store: who may cosign, in which namespaces, under which policy (docs/signing.md §7).
 
 It is parsed from the two keys of ConfigMap ``calyx-trust`` (``signers.yaml``, ``policy.yaml``).
 Parsing is deliberately unforgiving: a typo in a trust store must stop the operator from trusting

@@ -1,4 +1,4 @@
-"""Lease verification: DESIGN.md §3.5 rules 1 to 4 as one pure function.
+"""Lease verification: docs/signing.md §8 rules 1 to 4 as one pure function.
 
 The controller calls :func:`verify_lease` before every mutation (promise 1), so it must be cheap,
 deterministic and total: whatever an attacker or a typo puts into a Lease, the answer is a verdict

@@ -1,4 +1,5 @@
-"""The audit chain and the deployment report (DESIGN §7, §8), written as decisions happen.
+"""The audit chain and the deployment report (docs/report.md, docs/audit.md), written as
+decisions happen.
 
 Each Event a pass announces becomes one hash-chained record, printed to stdout (the copy that
 lives outside the cluster) and appended to ConfigMap ``<rollout>-report`` together with a fresh
