@@ -128,6 +128,7 @@ class World:
         self.risk: dict[str, Any] | None = None
         self.writes_while_invalid: list[str] = []
         self.busy_by: str | None = None
+        self.query_problem: tuple[str, str] | None = None
         self.foreign_canary: dict[str, Any] | None = None
         self.failing: set[str] = set()  # action kinds the "API server" refuses
 
@@ -178,6 +179,7 @@ class World:
         if (st.get("snapshot") or {}).get("configMap"):
             doc, problem = trusted_snapshot(self.snapshot, st["snapshot"].get("sha256"))
         return Observed(
+            query_problem=self.query_problem,
             busy_by=self.busy_by,
             foreign_canary=self.foreign_canary,
             snapshot_doc=doc,

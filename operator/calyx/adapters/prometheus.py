@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
@@ -281,17 +282,38 @@ class PrometheusClient:
         return self._pool.submit(self.query_vector, promql)
 
     def query_many(
-        self, queries: Mapping[K, str], *, at: datetime | None = None
+        self,
+        queries: Mapping[K, str],
+        *,
+        at: datetime | None = None,
+        wait_seconds: float | None = None,
     ) -> dict[K, QueryOutcome]:
         """Run several instant queries in parallel; the wall time is that of the slowest.
 
         One evaluation of a Rollout is up to 2 queries per metric; run one after the other, a
         stalled Prometheus would cost ``n * timeout`` and overrun the analysis interval.
+        ``wait_seconds`` bounds the wait for all of them together: a query still unanswered then
+        is an ``error`` outcome ("no answer"), so a hung Prometheus is NoData on time and a
+        decision never waits for it (docs/analysis.md, "A hung Prometheus"). The abandoned
+        request finishes (or times out) in the background.
         """
         if not queries:
             return {}
         futures = {key: self._pool.submit(self.query, q, at=at) for key, q in queries.items()}
-        return {key: fut.result() for key, fut in futures.items()}
+        deadline = None if wait_seconds is None else time.monotonic() + max(0.0, wait_seconds)
+        out: dict[K, QueryOutcome] = {}
+        for key, fut in futures.items():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                out[key] = fut.result(timeout=left)
+            except FutureTimeout:
+                outcome = QueryOutcome(
+                    "error", None, f"no answer within {wait_seconds:g}s", wait_seconds or 0.0
+                )
+                if self._metrics is not None:
+                    self._metrics.record_query(outcome, "timeout")
+                out[key] = outcome
+        return out
 
     def close(self) -> None:
         """Close this thread's HTTP session (other threads' sessions close with them)."""

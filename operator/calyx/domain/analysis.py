@@ -471,11 +471,14 @@ def evaluate(
     samples: Mapping[str, MetricSamples],
     state: AnalysisState,
     now: datetime,
+    sent_at: datetime | None = None,
 ) -> AnalysisDecision:
     """Judge one evaluation's samples (keyed by metric name) and decide the action.
 
-    ``now`` is the evaluation time (aware). A configured metric missing from ``samples`` counts
-    as NoData: the caller failed to query it, which is not evidence of health.
+    ``now`` is the evaluation time (aware); ``sent_at`` when its queries were sent (default
+    ``now``): a NoData streak starts at the first query left unanswered, not when its timeout
+    ran out (docs/analysis.md, "A hung Prometheus"). A configured metric missing from
+    ``samples`` counts as NoData: the caller failed to query it, which is not evidence of health.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -488,7 +491,7 @@ def evaluate(
         new_state = AnalysisState(last_pass_at=now)
         return AnalysisDecision(now, "Pass", "none", results, new_state, _pass_reason(results))
 
-    no_data_since = (state.no_data_since or now) if missing else None
+    no_data_since = (state.no_data_since or sent_at or now) if missing else None
     new_state = replace(state, no_data_since=no_data_since)
     if breached:
         new_state = replace(

@@ -145,6 +145,7 @@ class Observed:
     snapshot: Mapping[str, Any] | None = None
     snapshot_doc: Mapping[str, Any] | None = None  # checked against status.snapshot.sha256
     snapshot_problem: str = ""  # why the recorded snapshot cannot be trusted, when started
+    query_problem: tuple[str, str] | None = None  # (reason, message) from the pre-start check
     job: Mapping[str, Any] | None = None  # the post-deploy validation Job
     analysis: AnalysisOutcome | None = None
     default_tiers: Sequence[Mapping[str, Any]] = DEFAULT_TIERS
@@ -404,6 +405,15 @@ def _plan_start(
         s.phase("Pending", _foreign_canary_message(s))
         return _hold(s, "CanaryConflict", _foreign_canary_message(s))
 
+    if o.query_problem is not None:
+        reason, message = o.query_problem
+        if reason == "InvalidQuery":  # knowable before any write: fail now, not at 5 %
+            s.phase("Failed", message)
+            s.cond("Progressing", "False", reason, message)
+            s.event("Warning", reason, message)
+            return s.done()
+        s.phase("Pending", message)
+        return _hold(s, reason, message)
     if FINALIZER not in (s.meta.get("finalizers") or []):
         return s.act("AddFinalizer")
     assert o.target is not None
@@ -560,7 +570,11 @@ def _progress(s: _Step, tiers: list[Tier]) -> Plan:
     if soak_start is None:
         entry["soakStartedAt"] = s.now
         return plan
-    if (o.now - soak_start).total_seconds() < tier.soak_seconds:
+    if o.spec.analysis.has_metrics():
+        _count_soak(s, entry, soak_start, o.spec.analysis.interval_seconds)
+        if float(entry.get("soakedSeconds") or 0) < tier.soak_seconds:
+            return plan
+    elif (o.now - soak_start).total_seconds() < tier.soak_seconds:
         return plan
     if not _analysis_passed_since(s, soak_start):
         return plan
@@ -705,6 +719,33 @@ def _ensure_canary(s: _Step, weight: int) -> Plan:
     if int((o.canary.get("spec") or {}).get("replicas", 0)) != want:
         return s.act("ScaleCanary", name=o.canary["metadata"]["name"], replicas=want)
     return s.plan
+
+
+def _count_soak(
+    s: _Step, entry: dict[str, Any], soak_start: dt.datetime, interval: int
+) -> None:
+    """A soak counts only analysed time (docs/analysis.md, "Soak"): each evaluation covers the
+    time since the previous one when it passed, unless that stretch is longer than two
+    intervals — an outage of the API server, Prometheus or the operator — which is recorded in
+    ``analysisGaps`` and not counted."""
+    out = s.o.analysis
+    try:
+        t = parse_stamp(str(out.status.get("time") or "")) if out else None
+    except ValueError:
+        t = None
+    if out is None or t is None or t <= soak_start:
+        return
+    mark = parse_stamp(entry.get("soakMarkAt")) or soak_start
+    gap = (t - mark).total_seconds()
+    if gap <= 0:
+        return
+    if gap > 2 * interval:
+        gaps = list(entry.get("analysisGaps") or [])
+        gaps.append({"since": stamp(mark), "until": stamp(t), "seconds": round(gap, 3)})
+        entry["analysisGaps"] = gaps[-10:]
+    elif out.status.get("verdict") == "Pass":
+        entry["soakedSeconds"] = round(float(entry.get("soakedSeconds") or 0) + gap, 3)
+    entry["soakMarkAt"] = stamp(t)
 
 
 def _observe_replicas(s: _Step) -> None:

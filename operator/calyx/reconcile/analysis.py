@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
 from calyx.adapters.metrics import METRICS, OperatorMetrics
@@ -18,6 +20,7 @@ from calyx.api.errors import InvalidSpecError
 from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.analysis import (
     AnalysisDecision,
+    AnalysisError,
     AnalysisSettings,
     AnalysisState,
     MetricSamples,
@@ -27,7 +30,7 @@ from calyx.domain.analysis import (
     queries_for,
 )
 from calyx.domain.batch import PodVector, batch_queries, combine
-from calyx.domain.promql import BUILTIN_METRICS, BuiltinMetric, template_vars
+from calyx.domain.promql import BUILTIN_METRICS, BuiltinMetric, TemplateError, template_vars
 from calyx.domain.rollout_plan import AnalysisOutcome, Event, Observed, parse_stamp
 
 log = logging.getLogger("calyx.analysis")
@@ -70,6 +73,7 @@ class AnalysisRunner:
         batch (overrides, custom metrics, a failed group) is queried per Rollout as before."""
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         any_due = False
+        shortest = float(self.timeout) * 2
         for body in bodies:
             status = body.get("status") or {}
             target = (status.get("target") or {}).get("name")
@@ -85,6 +89,7 @@ class AnalysisRunner:
             # Every analysed Rollout's namespace goes into the groups (a Rollout coming due
             # while a slow sweep runs finds its share too); one due Rollout is enough to query.
             any_due = any_due or self._due(status, settings.interval_seconds, now)
+            shortest = min(shortest, float(settings.interval_seconds))
             url = settings.prometheus_url or self.default_url
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
@@ -101,10 +106,13 @@ class AnalysisRunner:
             parts_wanted[(url, window, metric)] = set(queries)
             for part, query in queries.items():
                 futures[(url, window, metric, part)] = client.submit_vector(query)
+        # The batch is an accelerator: a hung Prometheus must not hold up the sweep for a full
+        # timeout before every Rollout's own (deadline-bounded) queries even start.
+        deadline = time.monotonic() + min(self.timeout, shortest / 2)
         for (url, window, metric, part), fut in futures.items():
             try:
-                vector = fut.result()
-            except PrometheusQueryError:
+                vector = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except (PrometheusQueryError, FutureTimeout):
                 continue  # that group falls back to per-Rollout queries (and their outcomes)
             pods = {
                 (dict(labels).get("namespace", ""), dict(labels).get("pod", "")): value
@@ -147,6 +155,44 @@ class AnalysisRunner:
                 )
             return self._clients[url]
 
+    def check(self, o: Observed) -> tuple[str, str] | None:
+        """Before the first mutation: render every query and send each once (docs/analysis.md,
+        "Checked before the first mutation"). ``("InvalidQuery", message naming the metric)``
+        for a template the operator refuses or a query Prometheus rejects (HTTP 400);
+        ``("PrometheusUnavailable", why)`` when it cannot be asked at all; None when fine."""
+        if o.spec is None or not o.spec.analysis.has_metrics() or o.target is None:
+            return None
+        meta = o.rollout["metadata"]
+        try:
+            settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
+            variables = template_vars(
+                meta["namespace"], o.target["metadata"]["name"], settings.window_seconds
+            )
+            queries = queries_for(settings, variables)
+        except (AnalysisError, TemplateError) as exc:
+            return "InvalidQuery", f"analysis: {exc}"
+        wanted: dict[tuple[str, str], str] = {}
+        for q in queries:
+            wanted[(q.metric.name, "canary")] = q.canary
+            if q.baseline is not None:
+                wanted[(q.metric.name, "baseline")] = q.baseline
+        url = settings.prometheus_url or self.default_url
+        outcomes = self.client(url).query_many(
+            wanted, wait_seconds=min(self.timeout, settings.interval_seconds)
+        )
+        for (metric, side), outcome in sorted(outcomes.items()):
+            if outcome.kind == "error" and outcome.detail.startswith("HTTP 400"):
+                return "InvalidQuery", (
+                    f"analysis metric {metric} ({side} query) rejected by Prometheus: "
+                    f"{outcome.detail}"
+                )
+        failed = [o for o in outcomes.values() if o.kind == "error"]
+        if failed and len(failed) == len(outcomes):
+            return "PrometheusUnavailable", (
+                f"cannot check the analysis queries against {url}: {failed[0].detail}"
+            )
+        return None
+
     def __call__(self, o: Observed) -> AnalysisOutcome | None:
         status: Mapping[str, Any] = o.rollout.get("status") or {}
         if o.spec is None or status.get("phase") not in ANALYZED_PHASES:
@@ -162,7 +208,23 @@ class AnalysisRunner:
         url = settings.prometheus_url or self.default_url
         client = self.client(url)
         variables = template_vars(meta["namespace"], target, settings.window_seconds)
-        queries = queries_for(settings, variables)
+        state = AnalysisState.from_status(last.get("state"))
+        try:
+            queries = queries_for(settings, variables)
+        except AnalysisError as exc:
+            # A query that cannot be rendered is a configuration error the user must see
+            # (condition + one Event), and it is no evidence of health: NoData rules apply.
+            decision = evaluate(settings, {}, state, o.now)
+            reason = f"InvalidQuery: {exc}"
+            events = []
+            if not str(last.get("reason") or "").startswith("InvalidQuery:"):
+                events.append(Event("Warning", "InvalidQuery", str(exc)))
+            return AnalysisOutcome(
+                status={**decision.to_status(), "reason": reason},
+                action=decision.action,
+                message=reason,
+                events=events,
+            )
         samples: dict[str, MetricSamples] = {}
         wanted: dict[tuple[str, str], str] = {}
         for q in queries:
@@ -184,18 +246,19 @@ class AnalysisRunner:
             wanted[(q.metric.name, "canary")] = q.canary
             if q.baseline is not None:
                 wanted[(q.metric.name, "baseline")] = q.baseline
-        outcomes = client.query_many(wanted)
+        started = time.monotonic()
+        outcomes = client.query_many(wanted, wait_seconds=self._wait(settings, state, o.now))
+        now = o.now + dt.timedelta(seconds=time.monotonic() - started)
         for q in queries:
             if q.metric.name not in samples:
                 samples[q.metric.name] = MetricSamples(
                     canary=outcomes[(q.metric.name, "canary")],
                     baseline=outcomes.get((q.metric.name, "baseline")),
                 )
-        state = AnalysisState.from_status(last.get("state"))
-        decision = evaluate(settings, samples, state, o.now)
+        decision = evaluate(settings, samples, state, now, sent_at=o.now)
         breach_at = None
         if decision.action in ("rollback", "pause") and decision.cause == "breach":
-            breach_at = self._breach_start(client, settings, queries, decision, state, o.now)
+            breach_at = self._breach_start(client, settings, queries, decision, state, now)
         return AnalysisOutcome(
             status=decision.to_status(),
             action=decision.action,
@@ -204,6 +267,18 @@ class AnalysisRunner:
             tier_metrics={r.name: r.to_status() for r in decision.results},
             events=_events(last.get("verdict"), decision),
         )
+
+    def _wait(self, settings: AnalysisSettings, state: AnalysisState, now: dt.datetime) -> float:
+        """How long this evaluation waits for Prometheus: never longer than the interval
+        (the next evaluation is due then) nor past the moment a NoData streak already running
+        reaches ``noData.rollbackAfterSeconds`` — the revert must not wait for a hung server
+        (docs/analysis.md, "A hung Prometheus")."""
+        wait = min(self.timeout, float(settings.interval_seconds))
+        after = settings.no_data_rollback_after_seconds
+        if state.no_data_since is not None and after > 0:
+            due = state.no_data_since + dt.timedelta(seconds=after)
+            wait = min(wait, max(0.0, (due - now).total_seconds()))
+        return wait
 
     def _breach_start(
         self,

@@ -161,6 +161,21 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
     ):
         foreign, canary = canary, None
     busy = _busy_by(deps, rollout, target, others) if not started and not reverting else None
+    query_problem = None
+    check = getattr(deps.analyze, "check", None)
+    if (
+        check is not None
+        and not started
+        and not reverting
+        and verdict is not None
+        and verdict.valid
+        and target is not None
+        and busy is None
+        and foreign is None
+        and FINALIZER not in (meta.get("finalizers") or [])
+    ):
+        # Once per start attempt, right before the first write (docs/analysis.md).
+        query_problem = check(Observed(rollout=rollout, now=now, spec=spec, target=target))
     job = None
     if status.get("phase") == "Validating" or (status.get("validation") or {}).get("job"):
         job = deps.kube.get_job(ns, job_name(meta["name"]))
@@ -188,12 +203,15 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
         snapshot=snapshot,
         snapshot_doc=snapshot_doc,
         snapshot_problem=snapshot_problem,
+        query_problem=query_problem,
         job=job,
     )
     if tick and deps.analyze is not None and not reverting and spec is not None:
         outcome = deps.analyze(observed)
         if outcome is not None:
-            observed = Observed(**{**observed.__dict__, "analysis": outcome})
+            # The decision's time is when analysis ended (its queries may have waited), so a
+            # rollback's detectedAt and revertSeconds are honest.
+            observed = Observed(**{**observed.__dict__, "analysis": outcome, "now": deps.clock()})
     return observed
 
 

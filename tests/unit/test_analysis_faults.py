@@ -1,0 +1,157 @@
+"""Analysis under faults (docs/analysis.md): a soak counts only analysed time, a query problem
+known before any write fails the Rollout, and a hung Prometheus is NoData on time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from calyx.adapters.prometheus import PrometheusClient
+from calyx.api.rollout import parse_rollout_spec
+from calyx.domain.analysis import (
+    AnalysisState,
+    MetricSamples,
+    QueryOutcome,
+    evaluate,
+    parse_analysis,
+)
+from calyx.domain.rollout_plan import AnalysisOutcome, stamp
+from calyx.reconcile.analysis import AnalysisRunner
+from tests.unit.rollout_world import T0, World
+
+ANALYSED = {"analysis": {"intervalSeconds": 2, "errorRate": {"maxPermille": 10}}}
+TIERS = [{"weight": 5, "soakSeconds": 20}, {"weight": 100}]
+
+
+def tick(w: World, verdict: str = "Pass") -> None:
+    w.advance(1)
+    w.analysis = AnalysisOutcome(
+        status={"time": stamp(w.now), "verdict": verdict}, action="none", message=""
+    )
+    w.run()
+
+
+def test_soak_passes_after_soak_seconds_of_passing_evaluations() -> None:
+    w = World(tiers=TIERS, spec=ANALYSED)
+    w.run()
+    for _ in range(19):
+        tick(w)
+    assert w.rollout["status"]["currentTier"] == 0
+    for _ in range(3):
+        tick(w)
+    assert w.rollout["status"]["currentTier"] == 1
+
+
+def test_an_outage_in_the_soak_is_a_gap_not_soak_time() -> None:
+    """Probe: the soak clock ran through a 42 s API-server outage and one Pass promoted."""
+    w = World(tiers=TIERS, spec=ANALYSED)
+    w.run()
+    tick(w)
+    tick(w)
+    w.advance(42)  # nothing evaluated: the API server (or the operator) was away
+    tick(w)
+    st = w.rollout["status"]
+    assert st["currentTier"] == 0, "one Pass after the outage does not promote"
+    gap = st["tiers"][0]["analysisGaps"][0]
+    assert gap["seconds"] == 43.0
+    assert st["tiers"][0]["soakedSeconds"] == 2.0
+    for _ in range(18):
+        tick(w)
+    assert w.rollout["status"]["currentTier"] == 1
+
+
+def test_breaching_and_no_data_evaluations_do_not_count() -> None:
+    w = World(tiers=TIERS, spec=ANALYSED)
+    w.run()
+    for _ in range(30):
+        tick(w, "NoData")
+    assert w.rollout["status"]["currentTier"] == 0
+    assert not w.rollout["status"]["tiers"][0].get("soakedSeconds")
+
+
+def test_invalid_query_before_any_write_fails_the_rollout() -> None:
+    w = World(tiers=TIERS, spec=ANALYSED)
+    w.query_problem = ("InvalidQuery", "analysis metric errorRate rejected: HTTP 400: bad_data")
+    w.run()
+    assert w.phase == "Failed" and w.actions == []
+    assert w.reasons() == ["InvalidQuery"]
+
+
+def test_prometheus_unreachable_before_start_holds() -> None:
+    w = World(tiers=TIERS, spec=ANALYSED)
+    w.query_problem = ("PrometheusUnavailable", "cannot check: connection refused")
+    w.run()
+    w.run()
+    assert w.phase == "Pending" and w.actions == []
+    assert w.reasons() == ["PrometheusUnavailable"]
+    w.query_problem = None
+    w.run()
+    assert w.phase == "Progressing"
+
+
+def test_no_data_streak_starts_when_the_unanswered_query_was_sent() -> None:
+    spec = parse_rollout_spec({"leaseRef": {"name": "l"}, **ANALYSED})
+    settings = parse_analysis(spec.analysis, spec.on_breach)
+    sent = T0
+    answered = T0 + dt.timedelta(seconds=5)
+    missing = {"errorRate": MetricSamples(canary=QueryOutcome("error", None, "no answer"))}
+    d = evaluate(settings, missing, AnalysisState(), answered, sent_at=sent)
+    assert d.state.no_data_since == sent
+
+
+@pytest.fixture
+def hung_prometheus() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a SIGSTOPped Prometheus
+    looks exactly like this from the client's side)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    t.join()
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def test_query_many_stops_waiting_at_the_deadline(hung_prometheus: str) -> None:
+    client = PrometheusClient(hung_prometheus, timeout_seconds=5, metrics=None)
+    t0 = time.monotonic()
+    out = client.query_many({"a": "up", "b": "up"}, wait_seconds=0.5)
+    took = time.monotonic() - t0
+    assert took < 1.5, took
+    assert all(o.kind == "error" and "no answer" in o.detail for o in out.values())
+
+
+def test_wait_is_bounded_by_the_interval_and_the_no_data_deadline() -> None:
+    runner = AnalysisRunner("http://unused", timeout_seconds=5)
+    spec = parse_rollout_spec(
+        {
+            "leaseRef": {"name": "l"},
+            **ANALYSED,
+            "analysis": {**ANALYSED["analysis"], "noData": {"rollbackAfterSeconds": 10}},
+        }
+    )
+    settings = parse_analysis(spec.analysis, spec.on_breach)
+    assert runner._wait(settings, AnalysisState(), T0) == 2.0  # the interval, not 5 s
+    streak = AnalysisState(no_data_since=T0)
+    assert runner._wait(settings, streak, T0 + dt.timedelta(seconds=9)) == pytest.approx(1.0)
+    assert runner._wait(settings, streak, T0 + dt.timedelta(seconds=12)) == 0.0
