@@ -460,6 +460,16 @@ def test_guard_group_is_quoted_for_cel(helm: str) -> None:
     assert policy["metadata"]["annotations"]["calyx.io/break-glass-group"] == group
 
 
+def test_guard_refuses_clusters_without_validating_admission_policy_v1(helm: str) -> None:
+    """A security feature must not vanish silently: before 1.30 the chart fails with what to do."""
+    proc = run_helm(helm, "template", "calyx", str(CHART), "--kube-version", "1.29.4", check=False)
+    assert proc.returncode != 0
+    assert "guard.enabled needs Kubernetes >= 1.30" in proc.stderr, proc.stderr
+    assert "guard.enabled=false" in proc.stderr
+    docs = render(helm, {"guard": {"enabled": False}}, extra=("--kube-version", "1.29.4"))
+    assert not [d for d in docs if d["kind"] in GUARD_KINDS]
+
+
 def test_guard_can_be_disabled(helm: str) -> None:
     docs = render(helm, {"guard": {"enabled": False}})
     assert not [d for d in docs if d["kind"] in GUARD_KINDS]
