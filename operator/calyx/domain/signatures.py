@@ -16,20 +16,17 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from calyx.domain.canonical import CanonicalError, canonical_json
+from calyx.domain.signers import PUBLIC_KEY_LEN, ROLES, SIGNER_ID_RE, Role, signer_id_error
 from calyx.domain.timefmt import parse_signed_at
-
-if TYPE_CHECKING:  # pragma: no cover - trust imports this module; a runtime import would cycle
-    from calyx.domain.trust import TrustStore
+from calyx.domain.trust import TrustStore
 
 __all__ = [
     "APPROVE_PREFIX",
@@ -68,33 +65,12 @@ APPROVE_PREFIX = "approve.calyx.io/"
 LEASE_COSIGN_TYPE = "calyx.io/lease-cosign/v1"
 APPROVE_TIER_TYPE = "calyx.io/approve-tier/v1"
 
-Role = Literal["human", "agent"]
-ROLES: tuple[Role, ...] = ("human", "agent")
-
 SIGNATURE_LEN = 64
 SEED_LEN = 32
-PUBLIC_KEY_LEN = 32
-
-SIGNER_ID_RE = re.compile(r"[a-z0-9](?:[-a-z0-9.]{0,61}[a-z0-9])?", re.ASCII)
-"""Signer ids become the name part of annotation keys (``cosign.calyx.io/<id>``), which Kubernetes
-limits to 63 characters; we also require lowercase so that one signer cannot appear under two
-spellings."""
 
 
 class SignatureFormatError(ValueError):
     """An annotation is not in the documented format; the message is one line for a status."""
-
-
-def signer_id_error(signer_id: object) -> str | None:
-    """Return why ``signer_id`` is not a valid signer id, or ``None`` if it is valid."""
-    if not isinstance(signer_id, str):
-        return f"signer id must be a string, got {type(signer_id).__name__}"
-    if SIGNER_ID_RE.fullmatch(signer_id) is None:
-        return (
-            f"signer id {_show(signer_id)} is invalid (lowercase letters, digits, '-' and '.', "
-            "starting and ending alphanumeric, at most 63 characters)"
-        )
-    return None
 
 
 # --------------------------------------------------------------------------- bytes and statements

@@ -20,7 +20,7 @@ from typing import Any, Final, Literal, get_args
 
 import yaml
 
-from calyx.domain.signatures import PUBLIC_KEY_LEN, ROLES, Role, signer_id_error
+from calyx.domain.signers import PUBLIC_KEY_LEN, ROLES, Role, signer_id_error
 
 __all__ = [
     "ROLLOUT_BINDINGS",
