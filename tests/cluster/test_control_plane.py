@@ -489,3 +489,49 @@ def test_second_cluster_starts_and_leaves_nothing_behind(kube_cluster):
     assert not data_dir.exists()
     # and the session cluster is unaffected
     kube_cluster.kubectl("get", "--raw", "/readyz")
+
+
+def _ready_condition(node: dict) -> dict:
+    return next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+
+
+@pytest.mark.slow
+def test_kwok_nodes_stay_ready_with_renewed_leases(kube_cluster, kube_namespace):
+    """kwok renews the node Leases (--node-lease-duration-seconds), so the node lifecycle
+    controller never marks a node NotReady: without the renewals every node flapped to
+    NotReady ~55 s after its last status heartbeat (50 s grace + 5 s monitor period), and its
+    pods NotReady with it. Watched for 130 s: more than two such periods."""
+    if kube_cluster.kind == "external":
+        pytest.skip("checks the local control plane's kwok configuration")
+    ns = kube_namespace
+    kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment("steady", 3))
+    wait_deployment(kube_cluster, ns, "steady", 3)
+
+    def snapshot() -> tuple[dict[str, str], dict[str, str]]:
+        nodes = kube_cluster.kubectl_json("get", "nodes")["items"]
+        leases = kube_cluster.kubectl_json("get", "-n", "kube-node-lease", "leases")["items"]
+        ready = {}
+        for n in nodes:
+            cond = _ready_condition(n)
+            assert cond["status"] == "True", (n["metadata"]["name"], cond)
+            ready[n["metadata"]["name"]] = cond["lastTransitionTime"]
+        renew = {lease["metadata"]["name"]: lease["spec"]["renewTime"] for lease in leases}
+        return ready, renew
+
+    ready0, renew0 = snapshot()
+    assert set(ready0) == {f"kwok-node-{i}" for i in range(3)}
+    assert set(renew0) >= set(ready0), f"no node Lease for {set(ready0) - set(renew0)}"
+    renewals: dict[str, set[str]] = {n: {renew0[n]} for n in ready0}
+    start = time.monotonic()
+    while time.monotonic() - start < 130:
+        time.sleep(5)
+        ready, renew = snapshot()
+        # never NotReady, not even briefly: the Ready condition has not transitioned since
+        assert ready == ready0, f"a node's Ready condition changed: {ready0} -> {ready}"
+        for node in ready0:
+            renewals[node].add(renew[node])
+        dep = kube_cluster.kubectl_json("get", "-n", ns, "deployment", "steady")
+        assert dep["status"].get("readyReplicas") == 3, dep["status"]
+    # renewed every 10 s (40 s / 4): 13 renewals in 130 s; at least 6 even on a loaded box
+    for node, seen in renewals.items():
+        assert len(seen) >= 6, (node, sorted(seen))

@@ -49,6 +49,9 @@ PHASE_ANNOTATION = "calyx.test/phase"
 
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
+#: node Lease duration kwok sets and renews (every quarter of it), like a kubelet's default
+NODE_LEASE_SECONDS = 40
+
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 
@@ -697,6 +700,11 @@ class LocalCluster(ClusterBase):
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-ip=10.127.0.1",
                 "--cidr=10.128.0.0/12",
+                # kwok renews each node's Lease in kube-node-lease every duration/4 (10 s), as a
+                # kubelet does. Without it (kwok's own default is 0, i.e. off: only kwokctl sets
+                # 40) nothing renews the leases, the node lifecycle controller marks every node
+                # NotReady after its 50 s grace period, and their pods NotReady with them.
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             ],
         )
         self._create_nodes()

@@ -1,0 +1,1 @@
+"""Fault-injection rig for the end-to-end tests (docs/testing.md, "Fault injection")."""
