@@ -7,6 +7,11 @@
 # (bytecode is compiled at build time, PYTHONDONTWRITEBYTECODE stops any later writes), so it
 # runs with readOnlyRootFilesystem; HOME and TMPDIR point at /tmp, an emptyDir in the chart.
 # tests/packaging/test_image_entry.py runs this ENTRYPOINT against a real API server.
+#
+# PYTHON_IMAGE is the base of both stages: any Debian-style image with Python 3.11 on PATH as
+# `python3` and the venv module. Without Docker, tools/image.py builds this file with buildah and
+# --build-arg PYTHON_IMAGE=<a Debian bookworm + python3 root filesystem made by mmdebstrap>;
+# tests/packaging/test_image_build.py runs the result (docs/install.md).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -19,8 +24,8 @@ COPY pyproject.toml README.m[d] ./
 COPY operator/ operator/
 # After installing: no pip/setuptools at run time, and no kubernetes.aio (a 68 MB asyncio copy of
 # the client that neither Calyx nor Kopf imports). tests/packaging replays these two lines.
-RUN pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/calyx \
+RUN python3 -m venv /opt/calyx \
+ && /opt/calyx/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/calyx/bin/pip install /wheels/calyx-*.whl \
  && /opt/calyx/bin/pip uninstall -y pip setuptools \
  && rm -rf /opt/calyx/lib/python3.11/site-packages/kubernetes/aio

@@ -3,7 +3,9 @@
 set -euo pipefail
 need=()
 # zsh, fish, tmux: the shell completion tests (tests/unit/test_completion.py) run the real shells.
-for pkg in prometheus openssl zsh fish tmux; do
+# buildah, mmdebstrap: the operator image is built from the Dockerfile without Docker
+# (tools/image.py, tests/packaging/test_image_build.py).
+for pkg in prometheus openssl zsh fish tmux buildah mmdebstrap; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
