@@ -17,7 +17,6 @@ and the operator stamp with. Bounded waits only; everything started is stopped i
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import math
 import os
@@ -38,6 +37,7 @@ for _p in (str(REPO), str(REPO / "operator")):
 
 from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess, free_port  # noqa: E402
 from calyx.devenv.trafficsim import PodInfo, TrafficSim  # noqa: E402
+from calyx.domain.timefmt import parse_stamp  # noqa: E402
 
 # ---- statistics ------------------------------------------------------------------------------
 
@@ -90,9 +90,8 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 def parse_time(stamp: str | None) -> float | None:
     """RFC 3339 (``Z`` or offset, optional fraction) to unix seconds."""
-    if not stamp:
-        return None
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    parsed = parse_stamp(stamp)
+    return None if parsed is None else parsed.timestamp()
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", re.MULTILINE)

@@ -38,7 +38,7 @@ from calyx.domain.promql import (
     is_side_aware,
     render,
 )
-from calyx.domain.timefmt import parse_time
+from calyx.domain.timefmt import format_time_ms, parse_time
 
 __all__ = [
     "DEFAULTS",
@@ -387,9 +387,7 @@ def _judge(metric: MetricSpec, samples: MetricSamples | None) -> MetricResult:
 
 
 def _time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if value is None else format_time_ms(value)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from calyx.domain.canonical import CanonicalError, canonical_json
+from calyx.domain.timefmt import format_time_ms
 
 __all__ = [
     "FIELDS",
@@ -45,7 +46,6 @@ __all__ = [
     "VerifyResult",
     "append",
     "event_name",
-    "format_time",
     "head",
     "lease_records",
     "log_line",
@@ -152,13 +152,6 @@ def event_name(reason: str, kind: str = "Rollout") -> str:
     return f"{family}.{snake}"
 
 
-def format_time(t: dt.datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-25T17:03:12.345Z``."""
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"refusing naive datetime {t.isoformat()} (no timezone)")
-    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _object_ref(obj: Mapping[str, Any]) -> dict[str, str]:
     """``{kind, namespace, name, uid}`` from a whole Kubernetes object or from such a ref."""
     meta = obj.get("metadata")
@@ -180,7 +173,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dt.datetime):
-        return format_time(value)
+        return format_time_ms(value)
     if value is None or isinstance(value, str | int | bool):
         return value
     return str(value)
@@ -236,7 +229,7 @@ def append(
     ref = _object_ref(obj)
     record: dict[str, Any] = {
         "seq": seq,
-        "time": format_time(time) if isinstance(time, dt.datetime) else str(time),
+        "time": format_time_ms(time) if isinstance(time, dt.datetime) else str(time),
         "event": event or event_name(reason, ref["kind"]),
         "reason": reason,
         "type": type,

@@ -26,6 +26,7 @@ from calyx.domain import audit
 from calyx.domain.analysis import AnalysisError, parse_analysis
 from calyx.domain.canary import MANAGED_BY, ROLLOUT_LABEL, owner_reference
 from calyx.domain.risk import recommended_tiers
+from calyx.domain.timefmt import format_time_ms, parse_stamp
 
 __all__ = [
     "AUDIT_KEY",
@@ -116,7 +117,7 @@ def _report(
 
     report: dict[str, Any] = {
         "schema": SCHEMA,
-        "generatedAt": audit.format_time(now),
+        "generatedAt": format_time_ms(now),
         "rollout": {
             "namespace": str(meta.get("namespace") or ""),
             "name": str(meta.get("name") or ""),
@@ -358,9 +359,7 @@ def _seconds_between(start: Any, end: Any) -> float | None:
 
 
 def _parse(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_stamp(value) if isinstance(value, str) else None
 
 
 def _audit_section(chain: Sequence[Mapping[str, Any]], kept: audit.Tail) -> dict[str, Any]:

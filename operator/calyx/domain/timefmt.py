@@ -1,4 +1,19 @@
-"""The two time formats Calyx reads and writes (docs/api.md, docs/signing.md §1).
+"""Every time format Calyx reads and writes (docs/api.md, docs/signing.md §1).
+
+One home, so each format is spelled once:
+
+* :func:`format_time` -- ``2026-11-25T17:03:12Z``: ``signedAt``, ``expiresAt``, ledger times;
+* :func:`format_time_ms` -- ``2026-11-25T17:03:12.345Z``: times the operator records in status
+  (rollback timings, soak starts, analysis), audit records, the report;
+* :func:`format_k8s_time` -- Kubernetes ``metav1.Time``, microseconds only when there are any:
+  the API models' timestamps and Events. It is defined in :mod:`calyx.api.common`, the bottom
+  layer, which the pydantic models need and which cannot import this module;
+* :func:`parse_signed_at` -- exactly ``YYYY-MM-DDTHH:MM:SSZ``;
+* :func:`parse_time` -- strict RFC 3339 (``expiresAt``, ledger times);
+* :func:`parse_stamp` -- a time the operator wrote in status (always with ``Z``), ``None`` when
+  absent.
+
+Why these and no others:
 
 * ``signedAt`` is *signed*, so it has exactly one spelling: ``YYYY-MM-DDTHH:MM:SSZ``. Accepting
   ``+00:00`` or fractions there would let two byte-different statements describe the same moment,
@@ -6,6 +21,8 @@
 * ``expiresAt`` (and ledger times) are read, never rebuilt, so any strict RFC 3339 time is fine:
   ``Z`` or a numeric offset (converted to UTC), optional fractional seconds (truncated to
   microseconds, which can only make a lease expire earlier, never later).
+* Times the operator records in status (rollback timings, soak starts, analysis times) are
+  sub-second and say so: milliseconds.
 
 Everything returned is timezone-aware UTC; naive datetimes are refused because an implicit local
 zone is how a lease expires an hour late on one machine.
@@ -16,7 +33,16 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["format_time", "parse_signed_at", "parse_time"]
+from calyx.api.common import format_time as format_k8s_time
+
+__all__ = [
+    "format_k8s_time",
+    "format_time",
+    "format_time_ms",
+    "parse_signed_at",
+    "parse_stamp",
+    "parse_time",
+]
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})",
@@ -30,6 +56,20 @@ def format_time(dt: datetime) -> str:
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise ValueError(f"refusing to format naive datetime {dt.isoformat()} (no timezone)")
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_time_ms(dt: datetime) -> str:
+    """Render ``dt`` as RFC 3339 in UTC with milliseconds, e.g. ``2026-11-25T17:03:12.345Z``."""
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError(f"refusing naive datetime {dt.isoformat()} (no timezone)")
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_stamp(s: str | None) -> datetime | None:
+    """A time the operator recorded in status (:func:`format_time_ms`); ``None`` when absent."""
+    if not s:
+        return None
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
 def parse_time(s: object, *, field: str = "time") -> datetime:

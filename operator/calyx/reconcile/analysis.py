@@ -31,7 +31,8 @@ from calyx.domain.analysis import (
 )
 from calyx.domain.batch import PodVector, batch_queries, combine
 from calyx.domain.promql import BUILTIN_METRICS, BuiltinMetric, TemplateError, template_vars
-from calyx.domain.rollout_plan import AnalysisOutcome, Event, Observed, parse_stamp
+from calyx.domain.rollout_plan import AnalysisOutcome, Event, Observed
+from calyx.domain.timefmt import format_time_ms, parse_stamp
 
 log = logging.getLogger("calyx.analysis")
 ANALYZED_PHASES = ("Progressing", "Paused", "WaitingForApproval")
@@ -263,7 +264,7 @@ class AnalysisRunner:
             status=decision.to_status(),
             action=decision.action,
             message=decision.reason,
-            breach_at=_ms(breach_at) if breach_at else None,
+            breach_at=format_time_ms(breach_at) if breach_at else None,
             tier_metrics={r.name: r.to_status() for r in decision.results},
             events=_events(last.get("verdict"), decision),
         )
@@ -316,10 +317,6 @@ def _events(previous: str | None, d: AnalysisDecision) -> list[Event]:
     if d.verdict == "NoData" and previous != "NoData":
         return [Event("Warning", "NoData", d.reason)]
     return []
-
-
-def _ms(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 __all__ = ["AnalysisRunner"]
