@@ -6,8 +6,10 @@ see generated model classes and tests can build inputs as literal YAML-like data
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, cast
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -24,6 +26,30 @@ Obj = dict[str, Any]
 
 class KubeError(RuntimeError):
     """An API call failed for a reason the caller should show the user verbatim."""
+
+
+class FencedError(KubeError):
+    """A write refused before it was sent: this replica cannot prove it is the leader.
+
+    Raised instead of an API error, and handled like one: the pass stops and the next pass
+    (on whichever replica leads by then) observes the cluster again (docs/operations.md, "High
+    availability")."""
+
+
+class Fence(Protocol):
+    """What the Kube adapter asks before every write (``calyx.adapters.leader`` implements it)."""
+
+    def holds(self, now: float) -> bool:
+        """True while this replica may write; ``now`` is ``time.monotonic()``."""
+        ...
+
+    def explain(self, now: float) -> str:
+        """Why ``holds(now)`` is false, for the exception message and the log."""
+        ...
+
+
+#: HTTP methods that change the cluster; GET/HEAD (reads, watches) never need the fence.
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def api_client(
@@ -47,6 +73,25 @@ def api_client(
     api = client.ApiClient(cfg)
     api.user_agent = f"{user_agent}/{__version__}"
     return api
+
+
+def _fence_writes(api: client.ApiClient, fence: Fence, monotonic: Callable[[], float]) -> None:
+    """Make ``api`` check ``fence`` right before it sends any write.
+
+    Checked as late as possible — after the body is serialised, just before the socket — so the
+    time between "proved leadership" and "the API server has the request" stays small; the
+    safety margin between the renew deadline and the lease duration covers that time."""
+    send = api.call_api
+
+    def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() in WRITE_METHODS:
+            now = monotonic()
+            if not fence.holds(now):
+                path = urlsplit(url).path
+                raise FencedError(f"{method} {path} refused: {fence.explain(now)}")
+        return send(method, url, *args, **kwargs)
+
+    api.call_api = call_api
 
 
 def is_not_found(exc: BaseException) -> bool:
@@ -75,14 +120,32 @@ def error_message(exc: BaseException) -> str:
 
 
 class Kube:
-    """Dict-in, dict-out access to the resources Calyx reads and writes."""
+    """Dict-in, dict-out access to the resources Calyx reads and writes.
 
-    def __init__(self, api: client.ApiClient) -> None:
+    With a ``fence`` (the operator passes its leader elector), every write made through this
+    client — a wrapper below, Events, or a direct ``.core``/``.apps``/... call — is refused with
+    :class:`FencedError` unless ``fence.holds(now)``. The check sits at the client's single
+    request entry point (``call_api``), so a write added later cannot forget it. Without a fence
+    (the CLI, tests) nothing changes.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        fence: Fence | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api
+        self.fence = fence
+        if fence is not None:
+            _fence_writes(api, fence, monotonic)
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        # Only the leader elector uses it (its own Kube, without a fence: renewing the Lease is
+        # how a leader proves it leads, so that write must not wait for the proof).
+        self.coordination = client.CoordinationV1Api(api)
 
     def _plain(self, obj: object) -> Obj:
         return cast(Obj, self.api.sanitize_for_serialization(obj))

@@ -7,7 +7,16 @@ can start before any Calyx object exists and so a GitOps diff of the chart shows
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
+
+
+def default_identity() -> str:
+    """Who this process is in the leader Lease outside a pod: ``<hostname>_<pid>``.
+
+    In a pod it is the pod's name (``POD_NAME``, set by the chart from the downward API): a
+    container restarted in place keeps it, so it takes its own unexpired Lease back at once."""
+    return f"{socket.gethostname()}_{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,17 @@ class Settings:
     rollout_tick_seconds: float = 1.0
     # Port of the operator's own /metrics (0 disables it, e.g. for several operators in tests).
     metrics_port: int = 9100
+    # Leader election (docs/operations.md, "High availability"): the coordination.k8s.io/v1
+    # Lease every replica competes for, in ``namespace``.
+    leader_lease_name: str = "calyx-operator"
+    # A standby takes over after it has seen no renewal for this long (its own clock).
+    leader_lease_seconds: float = 15.0
+    # The leader stops writing (the fence closes) when its last successful renewal is this old;
+    # the gap to ``leader_lease_seconds`` is the safety margin for clock rate and writes in flight.
+    leader_renew_deadline_seconds: float = 10.0
+    # How often the leader renews and a standby looks at the Lease.
+    leader_retry_seconds: float = 2.0
+    leader_identity: str = field(default_factory=default_identity)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,4 +63,27 @@ class Settings:
             rollout_tick_seconds=float(
                 e.get("CALYX_ROLLOUT_TICK_SECONDS", str(d.rollout_tick_seconds))
             ),
+            leader_lease_name=e.get("CALYX_LEADER_LEASE_NAME", d.leader_lease_name),
+            leader_lease_seconds=float(
+                e.get("CALYX_LEADER_LEASE_SECONDS", str(d.leader_lease_seconds))
+            ),
+            leader_renew_deadline_seconds=float(
+                e.get("CALYX_LEADER_RENEW_DEADLINE_SECONDS", str(d.leader_renew_deadline_seconds))
+            ),
+            leader_retry_seconds=float(
+                e.get("CALYX_LEADER_RETRY_SECONDS", str(d.leader_retry_seconds))
+            ),
+            leader_identity=e.get("POD_NAME") or d.leader_identity,
         )
+
+    def __post_init__(self) -> None:
+        """Refuse leader timings that could let two replicas write at once: the fence must
+        close before a standby may take over, and the leader must get several tries to renew."""
+        if not 0 < self.leader_retry_seconds < self.leader_renew_deadline_seconds:
+            raise ValueError(
+                "CALYX_LEADER_RETRY_SECONDS must be > 0 and < CALYX_LEADER_RENEW_DEADLINE_SECONDS"
+            )
+        if not self.leader_renew_deadline_seconds < self.leader_lease_seconds:
+            raise ValueError(
+                "CALYX_LEADER_RENEW_DEADLINE_SECONDS must be < CALYX_LEADER_LEASE_SECONDS"
+            )
