@@ -48,7 +48,7 @@ FIELD_MANAGER = "argocd-controller"  # Argo CD's; Flux's kustomize-controller be
 GIT_IMAGE = "reg.example/checkout:1.0.0"
 NEW_IMAGE = "reg.example/checkout@sha256:" + "f" * 64
 FAST = [{"weight": 5, "soakSeconds": 1}, {"weight": 100}]
-IMAGE_POINTER = "/spec/template/spec/containers/*/image"  # the documented ignoreDifferences
+IGNORE_PATH = ".spec.template.spec.containers[].image"  # docs/gitops.md's jqPathExpression
 
 
 @dataclass
@@ -168,13 +168,14 @@ def sync(rig: GitOpsRig, *objs: dict[str, Any], force: bool = True) -> Any:
 
 
 def respect_ignore_differences(
-    desired: dict[str, Any], live: dict[str, Any], pointer: str
+    desired: dict[str, Any], live: dict[str, Any], path: str
 ) -> dict[str, Any]:
     """What Argo CD sends with ``RespectIgnoreDifferences=true``: the desired manifest with every
-    field matched by an ignoreDifferences JSON pointer replaced by its live value (a ``*``
-    segment matches every list item; containers are paired by name, as the list is keyed)."""
+    field matched by an ignoreDifferences path (``.a.b[].c``, the jqPathExpressions subset the
+    docs use) replaced by its live value; list items are paired by name, as containers are
+    keyed."""
     out = json.loads(json.dumps(desired))
-    parts = pointer.strip("/").split("/")
+    parts = path.replace("[]", ".*").strip(".").split(".")
 
     def walk(want: Any, have: Any, rest: list[str]) -> None:
         head, tail = rest[0], rest[1:]
@@ -243,7 +244,7 @@ def test_resync_after_promotion(rig: GitOpsRig, kube: Kube, chart_operator: Any)
 
         # remedy 2: ignoreDifferences on the image + RespectIgnoreDifferences=true
         live = deployment(kube, ns, "checkout") or {}
-        desired = respect_ignore_differences(repo["deployment"], live, IMAGE_POINTER)
+        desired = respect_ignore_differences(repo["deployment"], live, IGNORE_PATH)
         res = sync(rig, desired)
         assert res.returncode == 0, res.stderr
         assert image_of(kube, ns) == NEW_IMAGE
@@ -278,7 +279,7 @@ def test_resync_in_a_guarded_namespace(rig: GitOpsRig, kube: Kube, chart_operato
         assert image_of(kube, ns) == NEW_IMAGE
 
         live = deployment(kube, ns, "checkout") or {}
-        res = sync(rig, respect_ignore_differences(repo["deployment"], live, IMAGE_POINTER))
+        res = sync(rig, respect_ignore_differences(repo["deployment"], live, IGNORE_PATH))
         assert res.returncode == 0, res.stderr
         res = sync(rig, git_repo(ns, image=NEW_IMAGE)["deployment"])
         assert res.returncode == 0, res.stderr
