@@ -15,11 +15,15 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from calyx import __version__
+from calyx.api import common as api_common
+from calyx.api import lease as api_lease
+from calyx.api import rollout as api_rollout
 
-GROUP = "calyx.io"
-VERSION = "v1alpha1"
-LEASES = "leases"
-ROLLOUTS = "rollouts"
+# The API's coordinates are defined once, in calyx.api; named here for the callers of this module.
+GROUP = api_common.GROUP
+VERSION = api_common.VERSION
+LEASES = api_lease.PLURAL
+ROLLOUTS = api_rollout.PLURAL
 
 Obj = dict[str, Any]
 

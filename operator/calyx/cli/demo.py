@@ -38,6 +38,7 @@ from typing import Any, TextIO
 import yaml
 
 from calyx.adapters.kube import LEASES, ROLLOUTS, Kube
+from calyx.api.common import API_VERSION
 from calyx.cli.errors import CliError
 from calyx.devenv import build as _build
 from calyx.devenv.demo_scenario import OPERATOR_NS, DemoStack
@@ -271,7 +272,7 @@ def _quote(arg: str) -> str:
 
 def _rollout(name: str, lease: str, soak_25: int) -> dict[str, Any]:
     return {
-        "apiVersion": "calyx.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "Rollout",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {

@@ -11,6 +11,7 @@ from typing import Any
 from calyx.adapters.kube import LEASES, api_message
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.trust_store import load_trust_store
+from calyx.api.common import API_VERSION
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.cli import keys, yamlio
@@ -29,7 +30,6 @@ from calyx.domain.timefmt import format_time, parse_time
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import LeaseVerdict, verify_lease
 
-API_VERSION = "calyx.io/v1alpha1"
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 

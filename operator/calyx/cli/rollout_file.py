@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calyx.api.common import API_VERSION
 from calyx.api.errors import InvalidSpecError
 from calyx.api.rollout import RolloutSpec, parse_rollout_spec
 from calyx.cli import yamlio
@@ -20,7 +21,6 @@ from calyx.cli.errors import CliError
 from calyx.domain.canonical import CanonicalError
 from calyx.domain.rollout_binding import rollout_spec_digest
 
-API_VERSION = "calyx.io/v1alpha1"
 STDIN = "-"
 
 

@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from calyx.api.common import API_VERSION
+
 TRACK_LABEL = "calyx.io/track"
 ROLLOUT_LABEL = "calyx.io/rollout"
 DIGEST_ANNOTATION = "calyx.io/lease-digest"
@@ -172,7 +174,7 @@ def claim_of(target: Mapping[str, Any] | None) -> tuple[str, str] | None:
 def owner_reference(rollout: Mapping[str, Any]) -> dict[str, Any]:
     meta = rollout["metadata"]
     return {
-        "apiVersion": "calyx.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "Rollout",
         "name": meta["name"],
         "uid": meta["uid"],

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from calyx.api.lease import DEFAULT_MAX_INITIAL_WEIGHT, DEFAULT_REQUIRE_ANALYSIS
 from calyx.domain import audit
 from calyx.domain.analysis import AnalysisError, parse_analysis
 from calyx.domain.report.common import (
@@ -159,8 +160,12 @@ def _lease(
             "phase": lstatus.get("phase"),
             "expiresAt": lspec.get("expiresAt"),
             "constraints": {
-                "maxInitialWeight": max_initial if isinstance(max_initial, int) else 5,
-                "requireAnalysis": require if isinstance(require, bool) else True,
+                "maxInitialWeight": (
+                    max_initial if isinstance(max_initial, int) else DEFAULT_MAX_INITIAL_WEIGHT
+                ),
+                "requireAnalysis": (
+                    require if isinstance(require, bool) else DEFAULT_REQUIRE_ANALYSIS
+                ),
             },
             "cosigners": [
                 {
