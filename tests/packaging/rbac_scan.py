@@ -2,8 +2,8 @@
 
 Every Kubernetes call in ``operator/calyx`` (except ``calyx/cli`` and ``calyx/devenv``, which run
 with the user's own credentials) goes through the ``kubernetes`` client's ``CoreV1Api``/
-``AppsV1Api``/``BatchV1Api``/``CustomObjectsApi``, held as ``.core``/``.apps``/``.batch``/
-``.custom`` (``calyx.adapters.kube``).
+``AppsV1Api``/``BatchV1Api``/``CustomObjectsApi``/``CoordinationV1Api``, held as ``.core``/
+``.apps``/``.batch``/``.custom``/``.coordination`` (``calyx.adapters.kube``).
 The ``Kube`` wrapper methods count only when operator code calls them (so a CLI-only wrapper such
 as ``create_custom`` does not widen the operator's ClusterRole).
 """
@@ -19,7 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "operator" / "calyx"
 KUBE = PKG / "adapters" / "kube.py"
 
-API_GROUPS = {"core": "", "apps": "apps", "batch": "batch", "custom": "calyx.io"}
+API_GROUPS = {
+    "core": "",
+    "apps": "apps",
+    "batch": "batch",
+    "custom": "calyx.io",
+    "coordination": "coordination.k8s.io",
+}
 VERBS = {
     "read": "get",
     "get": "get",
@@ -41,12 +47,13 @@ RESOURCES = {
     "secret": ["secrets"],
     "replica_set": ["replicasets"],
     "custom_object": ["leases", "rollouts"],  # the plural is an argument: assume both
+    "lease": ["leases"],  # coordination.k8s.io: leader election (calyx.adapters.leader)
 }
 _METHOD = re.compile(
     r"^(?P<verb>delete_collection|read|get|list|create|replace|patch|delete)_"
     r"(?:namespaced_|cluster_)?(?P<res>[a-z_]+?)(?P<status>_status)?(?:_for_all_namespaces)?$"
 )
-_REF = re.compile(r"\.(core|apps|batch|custom)\.([a-z_]+)(\s*\()?")
+_REF = re.compile(r"\.(core|apps|batch|custom|coordination)\.([a-z_]+)(\s*\()?")
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ def operator_needs() -> list[Need]:
         if other:
             raise AssertionError(
                 f"{path.relative_to(ROOT)}: uses {other[1]} directly; the RBAC scan only follows "
-                "calls through calyx.adapters.kube.Kube (.core/.apps/.batch/.custom)"
+                "calls through calyx.adapters.kube.Kube (.core/.apps/.batch/.custom/.coordination)"
             )
         for api, method, called, where in _refs(path):
             needs += needs_of_call(api, method, called, where)

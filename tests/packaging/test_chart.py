@@ -45,6 +45,9 @@ EXPECTED_RBAC = {
     *((CLUSTER, "batch", "jobs", v, ()) for v in ("get", "create", "delete")),
     (CLUSTER, "", "events", "create", ()),
     *((ROLE, "", "configmaps", v, ("calyx-ledger", "calyx-trust")) for v in ("list", "watch")),
+    # leader election (docs/operations.md, "High availability"): the one Lease, by name
+    *((ROLE, "coordination.k8s.io", "leases", v, ("calyx-operator",)) for v in ("get", "patch")),
+    (ROLE, "coordination.k8s.io", "leases", "create", ()),  # create cannot be limited by name
 }
 
 
@@ -96,6 +99,7 @@ def test_default_render_has_the_expected_objects(docs: list[dict[str, Any]]) -> 
             ("RoleBinding", "calyx"),
             ("Service", "calyx-metrics"),
             ("Deployment", "calyx"),
+            ("PodDisruptionBudget", "calyx"),
             ("ValidatingAdmissionPolicy", "calyx-guard-deployments"),
             ("ValidatingAdmissionPolicy", "calyx-guard-configmaps"),
             ("ValidatingAdmissionPolicyBinding", "calyx-guard-deployments"),
@@ -146,12 +150,23 @@ def test_install_manifest_is_up_to_date(helm: str) -> None:
 # -------------------------------------------------------------------------------- deployment
 
 
-def test_deployment_is_a_restricted_single_replica(docs: list[dict[str, Any]]) -> None:
+def test_deployment_is_restricted_with_a_leader_and_a_standby(docs: list[dict[str, Any]]) -> None:
     dep = find(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}, "never two operators at once"
+    assert spec["replicas"] == 2
+    # leader election makes two operators at once safe: a new pod starts as a standby
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    )
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti, "preferred, not required"
     assert pod["serviceAccountName"] == "calyx"
     psc = pod["securityContext"]
     assert psc["runAsNonRoot"] is True
@@ -174,6 +189,8 @@ def test_deployment_is_a_restricted_single_replica(docs: list[dict[str, Any]]) -
     env = {e["name"]: e for e in c["env"]}
     assert env["HOME"]["value"] == "/tmp"
     assert env["CALYX_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # the replica's identity in the leader Lease is its pod name (downward API)
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_deployment_image_env_probes_resources(docs: list[dict[str, Any]]) -> None:
@@ -189,6 +206,8 @@ def test_deployment_image_env_probes_resources(docs: list[dict[str, Any]]) -> No
     assert env["CALYX_LEASE_RECHECK_SECONDS"] == "2"
     assert env["CALYX_ROLLOUT_TICK_SECONDS"] == "1"
     assert env["CALYX_METRICS_PORT"] == "9100"
+    # leader-election timings default in the operator (calyx.adapters.settings), not here
+    assert not [k for k in env if k.startswith("CALYX_LEADER_")]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8080, "metrics": 9100}
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -210,12 +229,14 @@ def test_values_flow_into_the_deployment(helm: str) -> None:
                 "verbose": True,
                 "extraArgs": ["--log-refkey=calyx"],
                 "extraEnv": [{"name": "EXTRA", "value": "1"}],
+                "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20},
             },
             "healthPort": 8081,
             "metrics": {"port": 9200},
             "trust": {"configMapName": "my-trust"},
             "ledger": {"configMapName": "my-ledger"},
             "nodeSelector": {"kubernetes.io/os": "linux"},
+            "affinity": {"nodeAffinity": {"x": 1}},
         },
     )
     pod = find(docs, "Deployment")["spec"]["template"]["spec"]
@@ -234,10 +255,13 @@ def test_values_flow_into_the_deployment(helm: str) -> None:
     assert env["CALYX_METRICS_PORT"] == "9200"
     assert env["CALYX_TRUST_CONFIGMAP"] == "my-trust"
     assert env["EXTRA"] == "1"
+    assert env["CALYX_LEADER_LEASE_SECONDS"] == "30"
+    assert env["CALYX_LEADER_RENEW_DEADLINE_SECONDS"] == "20"
+    assert pod["affinity"] == {"nodeAffinity": {"x": 1}}, "a value replaces the default spread"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8081, "metrics": 9200}
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert find(docs, "ConfigMap")["metadata"]["name"] == "my-trust"
-    (rule,) = find(docs, "Role")["rules"]
+    (rule,) = [r for r in find(docs, "Role")["rules"] if r["resources"] == ["configmaps"]]
     assert sorted(rule["resourceNames"]) == ["my-ledger", "my-trust"]
     svc = find(docs, "Service")
     assert svc["spec"]["ports"] == [
@@ -291,8 +315,11 @@ def test_rbac_covers_every_api_call_of_the_operator(docs: list[dict[str, Any]]) 
         if need.key in cluster:
             continue
         # list/watch of ConfigMaps is granted only in the operator namespace, for the trust store
-        # and ledger (calyx.adapters.cm_watch watches them by name with a field selector)
-        if need.key in namespaced and need.where.startswith("operator/calyx/adapters/cm_watch.py"):
+        # and ledger (calyx.adapters.cm_watch watches them by name with a field selector), and so
+        # is the leader Lease (calyx.adapters.leader)
+        if need.key in namespaced and need.where.startswith(
+            ("operator/calyx/adapters/cm_watch.py", "operator/calyx/adapters/leader.py")
+        ):
             continue
         uncovered.append(f"{need.group or 'core'}/{need.resource} {need.verb}  ({need.where})")
     assert not uncovered, (
@@ -520,9 +547,21 @@ def test_trust_store_can_be_left_to_the_cli(helm: str) -> None:
 # --------------------------------------------------------------- optional objects, NOTES
 
 
-def test_service_monitor_and_pdb_are_off_by_default(docs: list[dict[str, Any]]) -> None:
+def test_service_monitor_is_off_and_the_pdb_on_by_default(docs: list[dict[str, Any]]) -> None:
     kinds = {d["kind"] for d in docs}
-    assert "ServiceMonitor" not in kinds and "PodDisruptionBudget" not in kinds
+    assert "ServiceMonitor" not in kinds
+    pdb = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    dep = find(docs, "Deployment")
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("replicas", [0, 1])
+def test_no_pdb_for_a_single_replica(helm: str, replicas: int) -> None:
+    """minAvailable 1 on one replica would block every node drain."""
+    docs = render(helm, {"replicaCount": replicas})
+    assert "PodDisruptionBudget" not in {d["kind"] for d in docs}
+    assert find(docs, "Deployment")["spec"]["replicas"] == replicas
 
 
 def test_service_monitor_and_pdb_when_enabled(helm: str) -> None:
@@ -587,7 +626,9 @@ def test_notes_render_on_install(helm: str, kube_cluster: Any, kube_namespace: s
 @pytest.mark.parametrize(
     ("values", "why"),
     [
-        ({"replicaCount": 2}, "replicaCount"),
+        ({"replicaCount": -1}, "replicaCount"),
+        ({"operator": {"leaderElection": {"leaseDurationSeconds": 0}}}, "leaseDurationSeconds"),
+        ({"operator": {"leaderElection": {"renewDeadline": 5}}}, "renewDeadline"),
         ({"image": {"repository": "calyx", "pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"image": {"repository": "calyx", "pullPolicy": "Always", "tag": "latest"}}, "tag"),
         ({"image": {"repository": "calyx", "pullPolicy": "Always", "digest": "abc"}}, "digest"),

@@ -239,8 +239,9 @@ def test_entrypoint_serves_healthz_verifies_a_lease_and_stops_cleanly(
             env[item["name"]] = mapped(item["value"])
         else:
             ref = item["valueFrom"]["fieldRef"]["fieldPath"]
-            assert ref == "metadata.namespace", f"unsupported env source {item}"
-            env[item["name"]] = ns
+            from_pod = {"metadata.namespace": ns, "metadata.name": f"{release.name}-7d9f8-x2x4q"}
+            assert ref in from_pod, f"unsupported env source {item}"
+            env[item["name"]] = from_pod[ref]
     env["KUBECONFIG"] = str(kubeconfig)
     assert env["PATH"].startswith(str(image_venv.bin) + ":")
     assert env["HOME"] == str(home) and env["TMPDIR"] == str(home)

@@ -23,8 +23,11 @@ COMPONENT = "calyx-operator"
 class EventRecorder:
     """Posts Events about Calyx objects; failures are logged, never fatal (Events are lossy)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, instance: str = COMPONENT) -> None:
+        """``instance`` is the replica (its leader-election identity), so ``kubectl events``
+        shows which replica made each decision."""
         self.kube = kube
+        self.instance = instance
 
     def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata", {})
@@ -47,7 +50,7 @@ class EventRecorder:
             "message": message[:1024],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
+            "reportingInstance": self.instance,
             "firstTimestamp": now.isoformat().replace("+00:00", "Z"),
             "lastTimestamp": now.isoformat().replace("+00:00", "Z"),
             "count": 1,

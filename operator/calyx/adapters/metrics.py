@@ -84,6 +84,11 @@ class OperatorMetrics:
             ["result"],
             registry=r,
         )
+        self.leader = Gauge(
+            "calyx_leader",
+            "1 on the replica that holds the leader Lease and may write, 0 on a standby.",
+            registry=r,
+        )
         for phase in ROLLOUT_PHASES:
             self.rollouts.labels(phase=phase).set(0)
         # Every trigger starts at 0, so the first rollback after a start is an *increase* that

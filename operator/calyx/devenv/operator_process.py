@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,19 +28,36 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """``kopf run`` against the test cluster; killable with SIGKILL at any instant."""
+    """``kopf run`` against the test cluster; killable with SIGKILL at any instant.
 
-    def __init__(self, kubeconfig: str, log_dir: Path, env: Mapping[str, str] | None = None):
+    ``identity`` is its name in the leader Lease (``POD_NAME``, as the chart sets it). It stays
+    the same across :meth:`restart`, like a container restarted in place keeps its pod's name,
+    so a restarted operator takes its own Lease back at once; two instances (a leader and a
+    standby) get different ones.
+    """
+
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        identity: str | None = None,
+    ):
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
         self.extra_env = dict(env or {})
+        self.identity = identity or f"calyx-operator-{uuid.uuid4().hex[:8]}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.metrics_port = free_port()
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self._log_prefix}-{self.starts}.log"
+
+    @property
+    def _log_prefix(self) -> str:
+        return f"operator-{self.identity}"
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"
@@ -51,6 +69,7 @@ class OperatorProcess:
             "CALYX_LEASE_RECHECK_SECONDS": "1",
             "CALYX_ROLLOUT_TICK_SECONDS": "0.5",
             "CALYX_METRICS_PORT": str(self.metrics_port),
+            "POD_NAME": self.identity,
             **self.extra_env,
         }
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
@@ -95,5 +114,6 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return "\n".join(
-            p.read_text(errors="replace") for p in sorted(self.log_dir.glob("operator-*.log"))
+            p.read_text(errors="replace")
+            for p in sorted(self.log_dir.glob(f"{self._log_prefix}-*.log"))
         )

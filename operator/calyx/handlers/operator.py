@@ -1,20 +1,29 @@
 """Kopf wiring: every handler is a few lines that call into ``calyx.reconcile``.
 
 Run with ``kopf run --standalone -A -m calyx.handlers.operator`` (what the image does).
+
+Several replicas may run; only the one holding the leader Lease acts (docs/operations.md, "High
+availability"). Kopf's own peering is *not* that: it pauses an operator while one of higher
+priority runs, with no expiry clock and no fence, so ``--standalone`` stays and every entry
+point below asks ``RT.leader`` first. A standby keeps its watches and caches warm and does
+nothing else; it resumes from the cluster state through the periodic sweeps once it leads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
+from calyx import __version__
 from calyx.adapters.cm_watch import ConfigMapCache
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import GROUP, LEASES, ROLLOUTS, VERSION, Kube, api_client
+from calyx.adapters.leader import LeaderElector
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import METRICS, start_metrics_server
 from calyx.adapters.settings import Settings
@@ -35,6 +44,7 @@ class Runtime:
 
     lease: LeaseDeps
     rollout: RolloutDeps
+    leader: LeaderElector | None = None
     background: list[Any]
 
 
@@ -43,6 +53,28 @@ RT = Runtime()
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def leading() -> bool:
+    """The cheap check at the top of every entry point: does this replica lead right now?"""
+    return RT.leader is not None and RT.leader.holds()
+
+
+def _when_leading(tick: Callable[[], None]) -> Callable[[], None]:
+    """A sweep body that does nothing on a standby (or on a leader whose fence has closed)."""
+
+    def run() -> None:
+        if leading():
+            tick()
+
+    return run
+
+
+def _leadership_changed(holds: bool) -> None:
+    METRICS.leader.set(1 if holds else 0)
+    if not holds:  # a standby's gauges must not add to the leader's in a sum() over replicas
+        METRICS.set_rollouts_by_phase({})
+    log.info("this replica is %s", "the leader: reconciling" if holds else "a standby: idle")
 
 
 @kopf.on.startup()
@@ -58,13 +90,28 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 32
 
     cfg = Settings.from_env()
-    kube = Kube(api_client(user_agent=USER_AGENT))
+    # The identity is in the user agent too, so the API server's audit log tells the replicas'
+    # writes apart. The elector has a client of its own: its renewals never queue behind a sweep.
+    agent = f"{USER_AGENT}/{__version__} ({cfg.leader_identity})"
+    RT.leader = LeaderElector(
+        Kube(_client(agent)),
+        cfg.namespace,
+        cfg.leader_lease_name,
+        cfg.leader_identity,
+        lease_seconds=cfg.leader_lease_seconds,
+        renew_deadline_seconds=cfg.leader_renew_deadline_seconds,
+        retry_seconds=cfg.leader_retry_seconds,
+        on_change=_leadership_changed,
+    )
+    RT.leader.step()  # a free Lease, or our own after a restart in place: lead from the start
+    RT.leader.start()
+    kube = Kube(_client(agent), fence=RT.leader)
     where = f"{cfg.namespace}/{cfg.trust_configmap}"
     trust_cache = ConfigMapCache(kube, cfg.namespace, cfg.trust_configmap)
     ledger_cache = ConfigMapCache(kube, cfg.namespace, cfg.ledger_configmap)
     RT.lease = LeaseDeps(
         kube=kube,
-        events=EventRecorder(kube),
+        events=EventRecorder(kube, instance=cfg.leader_identity),
         trust=lambda: trust_store_from_configmap(trust_cache.get(), where),
         ledger=lambda: read_ledger((ledger_cache.get() or {}).get("data")).holders(),
         clock=_utcnow,
@@ -85,20 +132,45 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             start_metrics_server(cfg.metrics_port)
         except OSError as exc:  # metrics are not worth refusing to protect rollouts over
             log.error("cannot serve /metrics on port %d: %s", cfg.metrics_port, exc)
-    trust_cache.on_change = lambda _cm: reconcile_all_leases(RT.lease)
+    trust_cache.on_change = _when_leading_cm(lambda: reconcile_all_leases(RT.lease))
     ledger_cache.on_change = _ledger_changed
-    sweeper = Sweeper("leases", cfg.lease_recheck_seconds, lambda: reconcile_all_leases(RT.lease))
+    sweeper = Sweeper(
+        "leases", cfg.lease_recheck_seconds, _when_leading(lambda: reconcile_all_leases(RT.lease))
+    )
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
     rollout_sweeper = Sweeper(
-        "rollouts", cfg.rollout_tick_seconds, lambda: reconcile_all_rollouts(RT.rollout, pool=pool)
+        "rollouts",
+        cfg.rollout_tick_seconds,
+        _when_leading(lambda: reconcile_all_rollouts(RT.rollout, pool=pool)),
     )
     RT.background = [trust_cache, ledger_cache, sweeper, rollout_sweeper]
     for part in RT.background:
         part.start()
-    log.info("calyx operator started (namespace %s)", cfg.namespace)
+    log.info(
+        "calyx operator started (namespace %s, identity %s, %s)",
+        cfg.namespace,
+        cfg.leader_identity,
+        "leader" if leading() else f"standby: Lease held by {RT.leader.leader}",
+    )
+
+
+def _client(agent: str) -> Any:
+    api = api_client()
+    api.user_agent = agent
+    return api
+
+
+def _when_leading_cm(react: Callable[[], None]) -> Callable[[Any], None]:
+    def run(_cm: Any) -> None:
+        if leading():
+            react()
+
+    return run
 
 
 def _ledger_changed(cm: Any) -> None:
+    if not leading():
+        return
     if cm is None:  # deleted: rebuild it from the statuses it caches (docs/security.md)
         try:
             RT.rollout.ledger.read()
@@ -109,18 +181,22 @@ def _ledger_changed(cm: Any) -> None:
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
+    """Graceful stop (SIGTERM: node drain, rolling update): stop the sweeps, then give the
+    leader Lease up so the standby takes over at its next look instead of after 15 s."""
     for part in getattr(RT, "background", []):
         part.stop()
+    if RT.leader is not None:
+        RT.leader.stop(release=True)
 
 
 @kopf.on.event(GROUP, VERSION, LEASES)
 def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type != "DELETED":
+    if type != "DELETED" and leading():
         reconcile_lease(RT.lease, dict(body))
 
 
 @kopf.on.event(GROUP, VERSION, ROLLOUTS)
 def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type != "DELETED":
+    if type != "DELETED" and leading():
         meta = body["metadata"]
         reconcile_rollout(RT.rollout, meta["namespace"], meta["name"])
