@@ -37,15 +37,9 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from calyx.adapters.kube import Kube, error_message
+from calyx.domain.timefmt import format_micro_time as micro_time
 
 log = logging.getLogger("calyx.leader")
-
-MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def micro_time(t: dt.datetime) -> str:
-    """A ``MicroTime`` as the API server writes one: RFC 3339 in UTC with six fraction digits."""
-    return t.astimezone(dt.UTC).strftime(MICROTIME)
 
 
 def _utcnow() -> dt.datetime:

@@ -5,6 +5,8 @@ One home, so each format is spelled once:
 * :func:`format_time` -- ``2026-11-25T17:03:12Z``: ``signedAt``, ``expiresAt``, ledger times;
 * :func:`format_time_ms` -- ``2026-11-25T17:03:12.345Z``: times the operator records in status
   (rollback timings, soak starts, analysis), audit records, the report;
+* :func:`format_micro_time` -- ``2026-11-25T17:03:12.345678Z``, always six fraction digits:
+  Kubernetes ``MicroTime`` (the leader-election Lease's ``acquireTime`` and ``renewTime``);
 * :func:`format_k8s_time` -- Kubernetes ``metav1.Time``, microseconds only when there are any:
   the API models' timestamps and Events. It is defined in :mod:`calyx.api.common`, the bottom
   layer, which the pydantic models need and which cannot import this module;
@@ -37,6 +39,7 @@ from calyx.api.common import format_time as format_k8s_time
 
 __all__ = [
     "format_k8s_time",
+    "format_micro_time",
     "format_time",
     "format_time_ms",
     "parse_signed_at",
@@ -63,6 +66,11 @@ def format_time_ms(dt: datetime) -> str:
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise ValueError(f"refusing naive datetime {dt.isoformat()} (no timezone)")
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def format_micro_time(dt: datetime) -> str:
+    """A ``MicroTime`` as the API server writes one: RFC 3339 in UTC with six fraction digits."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_stamp(s: str | None) -> datetime | None:
