@@ -5,6 +5,7 @@ no forward write to a Deployment while the lease was not valid."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -373,6 +374,10 @@ def test_rollout_deleted_mid_rollout(
         ("CreateCanary", FAST),
         ("ScaleCanary", FAST),  # mid-soak: after tier 2 scaled
         ("PatchStableImages", FAST),  # mid-promotion
+        # decision stored with its announcement, killed before posting it (outbox)
+        ("Announce:DeployStarted", FAST),
+        ("Announce:CanaryPromoted", FAST),
+        ("Announce:DeployCompleted", FAST),
     ],
 )
 def test_crash_safety(
@@ -403,8 +408,15 @@ def test_crash_safety(
         wait_for("DeployCompleted event", lambda: "DeployCompleted" in reasons(kube, ns, "r1"))
         time.sleep(1)
         rs = reasons(kube, ns, "r1")
+        records = [
+            json.loads(line)["reason"]
+            for line in (kube.get_configmap(ns, "r1-report") or {})["data"]["audit.jsonl"]
+            .strip()
+            .splitlines()
+        ]
         for r, n in (("DeployStarted", 1), ("CanaryPromoted", 2), ("DeployCompleted", 1)):
             assert rs.count(r) == n, (point, rs)
+            assert records.count(r) == n, (point, records)
         patches = [
             e for e in operator_forward_writes(trust, ns) if e["objectRef"]["name"] == "checkout"
         ]

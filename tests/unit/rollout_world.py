@@ -128,6 +128,7 @@ class World:
         self.risk: dict[str, Any] | None = None
         self.writes_while_invalid: list[str] = []
         self.busy_by: str | None = None
+        self.posted: set[str] = set()
         self.query_problem: tuple[str, str] | None = None
         self.foreign_canary: dict[str, Any] | None = None
         self.failing: set[str] = set()  # action kinds the "API server" refuses
@@ -201,7 +202,15 @@ class World:
             analysis=self.analysis,
         )
 
+    def _announce(self) -> None:
+        """The outbox as the reconciler posts it: each entry once, then cleared."""
+        for e in self.rollout["status"].pop("outbox", None) or []:
+            if e["id"] not in self.posted:
+                self.posted.add(e["id"])
+                self.events.append((e["type"], e["reason"], e["message"]))
+
     def step(self, crash_before_status: bool = False) -> Plan:
+        self._announce()  # what a pass that died mid-announcement left
         o = self.observe()
         plan = plan_rollout(o)
         lease_valid = o.verdict is not None and o.verdict.valid
@@ -218,7 +227,7 @@ class World:
         if crash_before_status:
             return plan
         self.rollout["status"] = copy.deepcopy(plan.status)
-        self.events.extend((e.type, e.reason, e.message) for e in plan.events)
+        self._announce()
         return plan
 
     def _apply(self, a: Any) -> None:

@@ -29,14 +29,26 @@ class EventRecorder:
         self.kube = kube
         self.instance = instance
 
-    def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    def emit(
+        self,
+        obj: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        name: str | None = None,
+    ) -> None:
+        """Post one Event. With ``name`` (an outbox entry's), a repeat is refused by the API
+        server as AlreadyExists and counts as posted: that is what makes it exactly once."""
         meta = obj.get("metadata", {})
         ns = meta.get("namespace") or "default"
         now = dt.datetime.now(dt.UTC)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta.get('name')}.{uuid.uuid4().hex[:16]}", "namespace": ns},
+            "metadata": {
+                "name": name or f"{meta.get('name')}.{uuid.uuid4().hex[:16]}",
+                "namespace": ns,
+            },
             "involvedObject": {
                 "apiVersion": obj.get("apiVersion"),
                 "kind": obj.get("kind"),
@@ -59,4 +71,6 @@ class EventRecorder:
         try:
             self.kube.core.create_namespaced_event(ns, body)
         except ApiException as exc:  # an Event lost must not stop a rollback
+            if exc.status == 409 and name:
+                return  # posted before a crash; the outbox entry is being replayed
             log.warning("could not post event %s on %s/%s: %s", reason, ns, meta.get("name"), exc)

@@ -183,6 +183,26 @@ CONDITION_TYPE_PATTERN: Final = (
 CONDITION_REASON_PATTERN: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 
+class OutboxEntry(StatusModel):
+    """An announcement (Event + audit record) decided and stored with its decision, not yet
+    confirmed as posted: a restarted operator posts it exactly once (docs/audit.md, "Outbox")."""
+
+    id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    """Names the Event (`<object>.<id>`) and tags the audit record, so a repeat is a no-op."""
+
+    type: Literal["Normal", "Warning"]
+    reason: Annotated[str, StringConstraints(max_length=128)]
+    message: LongText
+    audit: str | None = None
+    """Seed event name of the audit record (e.g. `deploy_event.COMPLETED`), when it has one."""
+
+    time: Time
+    """When the decision was made: also the audit record's time."""
+
+
+OUTBOX_MAX_ITEMS: Final = 64
+
+
 class Condition(StatusModel):
     """One observation of the object's state, exactly the shape of ``metav1.Condition``.
 

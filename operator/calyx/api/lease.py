@@ -24,11 +24,13 @@ from pydantic import Field, StringConstraints, field_validator
 
 from calyx.api.common import (
     CONDITIONS_LIST_MAP,
+    OUTBOX_MAX_ITEMS,
     DNS_SUBDOMAIN_PATTERN,
     RFC3339_UTC_PATTERN,
     Condition,
     DnsLabel,
     ObjectModelMixin,
+    OutboxEntry,
     ObjectRef,
     SpecModel,
     StatusModel,
@@ -252,6 +254,15 @@ class LeaseStatus(StatusModel):
 
     verified_at: Time | None = None
     """When the Lease last passed verification."""
+
+    outbox: Annotated[list[OutboxEntry], Field(max_length=OUTBOX_MAX_ITEMS)] | None = None
+    """Announcements stored with their decision and not yet confirmed posted."""
+
+    audit_head: str | None = None
+    """Hash of this Lease's last audit record (its chain continues from here)."""
+
+    audit_seq: Annotated[int, Field(ge=0)] | None = None
+    """Sequence number of this Lease's last audit record."""
 
 
 class LeaseObject(ObjectModelMixin, SpecModel):

@@ -21,10 +21,12 @@ from pydantic import Field, StringConstraints, WithJsonSchema, field_validator
 
 from calyx.api.common import (
     CONDITIONS_LIST_MAP,
+    OUTBOX_MAX_ITEMS,
     Condition,
     DnsLabel,
     LongText,
     ObjectModelMixin,
+    OutboxEntry,
     ObjectName,
     SpecModel,
     StatusModel,
@@ -520,6 +522,9 @@ class RolloutStatus(StatusModel):
 
     message: LongText | None = None
     """One line saying what the rollout is doing or waiting for, in words."""
+
+    outbox: Annotated[list[OutboxEntry], Field(max_length=OUTBOX_MAX_ITEMS)] | None = None
+    """Announcements stored with their decision and not yet confirmed posted."""
 
     approval_for_tier: Annotated[int, Field(ge=0)] | None = None
     """While `WaitingForApproval`: index of the tier whose entry needs a signed approval."""

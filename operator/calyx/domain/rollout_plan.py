@@ -41,6 +41,7 @@ from calyx.domain.canary import (
 from calyx.domain.conditions import condition_field, set_condition
 from calyx.domain.kstatus import kstatus_conditions
 from calyx.domain.ledger import LedgerEntry
+from calyx.domain.outbox import enqueue
 from calyx.domain.rollout_binding import binding_problem
 from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
 from calyx.domain.tiers import canary_replicas, effective_percent
@@ -222,6 +223,8 @@ def plan_rollout(o: Observed) -> Plan:
         st.get("conditions") or [],
         str(st.get("message") or ""),
     )
+    # Announcements travel in the decision's own status write (docs/audit.md, "Outbox").
+    enqueue(st, str(o.rollout["metadata"].get("uid") or ""), plan.events, stamp(o.now))
     return plan
 
 
@@ -721,9 +724,7 @@ def _ensure_canary(s: _Step, weight: int) -> Plan:
     return s.plan
 
 
-def _count_soak(
-    s: _Step, entry: dict[str, Any], soak_start: dt.datetime, interval: int
-) -> None:
+def _count_soak(s: _Step, entry: dict[str, Any], soak_start: dt.datetime, interval: int) -> None:
     """A soak counts only analysed time (docs/analysis.md, "Soak"): each evaluation covers the
     time since the previous one when it passed, unless that stretch is longer than two
     intervals — an outage of the API server, Prometheus or the operator — which is recorded in
@@ -984,15 +985,9 @@ def _continue_rollback(s: _Step) -> Plan:
     rb = dict(st.get("rollback") or {})
     if not rb.get("revertedAt"):
         # The operator died between deciding and stamping the revert: this pass (re)issues it,
-        # so its time is the honest one (revertSeconds then includes the downtime), and it
-        # makes the announcement the dead pass never made (the Event goes with the stamp).
+        # so its time is the honest one (revertSeconds then includes the downtime). Its
+        # announcement was stored with the decision (outbox) and is posted from there.
         s.plan.stamp_reverted = True
-        s.event(
-            "Warning",
-            "RolledBack",
-            f"revert issued ({rb.get('trigger')}): {rb.get('reason')} (after an operator restart)",
-            "deploy_event.ROLLED_BACK",
-        )
     if s.plan.actions or s.plan.stamp_reverted:
         return s.plan
     if o.target is not None:

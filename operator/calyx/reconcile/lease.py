@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from calyx.adapters.kube import LEASES, Kube, is_not_found
 from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
+from calyx.domain import audit
 from calyx.domain.lease_plan import (
     LeasePlan,
     plan_lease_status,
@@ -25,6 +27,8 @@ from calyx.domain.lease_plan import (
     previously_accepted,
 )
 from calyx.domain.ledger import LedgerEntry
+from calyx.domain.outbox import ID_KEY, enqueue, pending
+from calyx.domain.outbox import event_name as outbox_event_name
 from calyx.domain.timefmt import format_time
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
@@ -53,7 +57,21 @@ def spec_problem(spec: Mapping[str, Any]) -> str | None:
     return None
 
 
+CARRIED = ("outbox", "auditHead", "auditSeq")
+"""Status fields the verification plan does not compute: the announcement bookkeeping."""
+
+
 def plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
+    """The verification plan, keeping the outbox and audit-chain head it does not compute."""
+    result = _plan(deps, body)
+    prev = body.get("status") or {}
+    for key in CARRIED:
+        if key in prev:
+            result.status[key] = prev[key]
+    return result
+
+
+def _plan(deps: LeaseDeps, body: Mapping[str, Any]) -> LeasePlan:
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     spec = body.get("spec") or {}
@@ -128,23 +146,77 @@ def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
     with deps.locks.hold(f"lease/{ns}/{name}"):
         if meta.get("deletionTimestamp"):
             return
+        if pending(body.get("status")):  # left by a pass that died mid-announcement
+            fresh = deps.kube.get_custom(LEASES, ns, name)
+            if fresh is not None:
+                announce_lease(deps, fresh)
+            return
         if status_patch(body.get("status") or {}, plan(deps, body).status) is None:
             return
         fresh = deps.kube.get_custom(LEASES, ns, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
         result = plan(deps, fresh)
+        enqueue(result.status, str(meta.get("uid") or ""), result.events, format_time(deps.clock()))
         patch = status_patch(fresh.get("status") or {}, result.status)
         if patch is None:
             return
         try:
-            deps.kube.patch_custom_status(LEASES, ns, name, patch)
+            updated = deps.kube.patch_custom_status(LEASES, ns, name, patch)
         except Exception as exc:
             if is_not_found(exc):
                 return
             raise
-        for ev in result.events:
-            deps.events.emit(fresh, ev.type, ev.reason, ev.message)
+        announce_lease(deps, updated)
+
+
+def announce_lease(deps: LeaseDeps, lease: Mapping[str, Any], out: Any = None) -> None:
+    """Post the Lease's outbox: one audit record per entry, chained from ``status.auditHead``
+    and printed to stdout (a Lease has no report ConfigMap; a Rollout that uses it copies the
+    Lease's story into its own chain), then the Events, then clear the entries and advance the
+    head in one status write. A crash before that write repeats byte-identical records (same
+    time, same prev) and Events the API server refuses as AlreadyExists (docs/audit.md)."""
+    meta = lease["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    status = lease.get("status") or {}
+    entries = pending(status)
+    if not entries:
+        return
+    head = status.get("auditHead")
+    chain: list[Mapping[str, Any]] = (
+        [{"seq": int(status.get("auditSeq") or 0), "hash": head}] if head else []
+    )
+    stream = out or sys.stdout
+    for entry in entries:
+        record = audit.append(
+            chain,
+            time=str(entry["time"]),
+            event=entry.get("audit") or None,
+            reason=str(entry["reason"]),
+            type=str(entry["type"]),
+            obj=lease,
+            message=str(entry["message"]),
+            data={ID_KEY: entry["id"]},
+        )
+        print(audit.log_line(record), file=stream, flush=True)
+        chain = [record]
+        deps.events.emit(
+            lease,
+            str(entry["type"]),
+            str(entry["reason"]),
+            str(entry["message"]),
+            name=outbox_event_name(name, entry),
+        )
+    try:
+        deps.kube.patch_custom_status(
+            LEASES,
+            ns,
+            name,
+            {"outbox": None, "auditHead": chain[-1]["hash"], "auditSeq": chain[-1]["seq"]},
+        )
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise
 
 
 def reconcile_all_leases(deps: LeaseDeps) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 from calyx.adapters.kube import Kube, is_conflict
 from calyx.domain import audit
+from calyx.domain.outbox import ID_KEY, recorded_ids
 from calyx.domain.report import build_report, configmap_body, configmap_data, configmap_name
-from calyx.domain.rollout_plan import Event
 
 AUDIT_KEY = "audit.jsonl"
 
@@ -26,11 +26,12 @@ def write_report(
     kube: Kube,
     rollout: Mapping[str, Any],
     lease: Mapping[str, Any] | None,
-    events: Sequence[Event],
+    entries: Sequence[Mapping[str, Any]],
     now: dt.datetime,
     out: Any = None,
 ) -> None:
-    """Append one record per Event (and the Lease's story first) and rewrite the report."""
+    """Append one record per outbox entry not yet in the chain (and the Lease's story first)
+    and rewrite the report; idempotent, so a pass repeated after a crash adds nothing twice."""
     meta = rollout["metadata"]
     ns, name = meta["namespace"], configmap_name(meta["name"])
     stream = out or sys.stdout
@@ -43,16 +44,20 @@ def write_report(
             "Consumed",
         ):
             new += audit.lease_records(chain, lease=lease, time=now)
-        for ev in events:
+        done = recorded_ids(chain)
+        for ev in entries:
+            if ev["id"] in done:  # recorded by a pass that died before clearing the outbox
+                continue
             new.append(
                 audit.append(
                     chain + new,
-                    time=now,
-                    event=ev.audit or None,
-                    reason=ev.reason,
-                    type=ev.type,
+                    time=str(ev["time"]),
+                    event=ev.get("audit") or None,
+                    reason=str(ev["reason"]),
+                    type=str(ev["type"]),
                     obj=rollout,
-                    message=ev.message,
+                    message=str(ev["message"]),
+                    data={ID_KEY: ev["id"]},
                 )
             )
         chain = chain + new

@@ -39,6 +39,8 @@ from calyx.domain.canary import (
 )
 from calyx.domain.lease_plan import previously_accepted
 from calyx.domain.ledger import LedgerEntry
+from calyx.domain.outbox import event_name as outbox_event_name
+from calyx.domain.outbox import pending
 from calyx.domain.replay import replay_holders
 from calyx.domain.risk import assess, recommended_tiers
 from calyx.domain.risk import to_status as risk_status
@@ -51,10 +53,9 @@ from calyx.domain.rollout_plan import (
     AnalysisOutcome,
     Observed,
     Plan,
-    parse_stamp,
     plan_rollout,
-    stamp,
 )
+from calyx.domain.timefmt import format_time_ms, parse_stamp
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
 from calyx.reconcile.locks import KeyedLocks
@@ -316,8 +317,9 @@ def apply(
     ns, name = meta["namespace"], meta["name"]
     prev = rollout.get("status") or {}
     patch = status_patch(prev, plan.status)
+    updated: Mapping[str, Any] | None = None
     if plan.status_first and patch is not None:
-        deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
+        updated = deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
         patch = None
     for action in plan.actions:
         if action.kind in REVERTS:
@@ -340,7 +342,7 @@ def apply(
     if plan.stamp_reverted:
         rb = dict(plan.status.get("rollback") or {})
         reverted = deps.clock()
-        rb["revertedAt"] = stamp(reverted)
+        rb["revertedAt"] = format_time_ms(reverted)
         plan.status["rollback"] = rb
         patch = status_patch(prev, plan.status)
         breach = parse_stamp(rb.get("breachAt"))
@@ -350,13 +352,39 @@ def apply(
         )
     if patch is not None:
         updated = deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
-        if plan.events or plan.status.get("phase") != prev.get("phase"):
-            try:
-                write_report(deps.kube, updated, observed_lease, plan.events, deps.clock())
-            except Exception:  # the report must never block a rollback; next pass retries
-                log.exception("%s/%s: writing the report failed", ns, name)
-    for ev in plan.events:
-        deps.events.emit(rollout, ev.type, ev.reason, ev.message)
+    if updated is not None and (
+        pending(updated.get("status")) or plan.status.get("phase") != prev.get("phase")
+    ):
+        for entry in pending(updated.get("status")):
+            _fault_point(f"Announce:{entry['reason']}")  # decision stored, not yet announced
+        announce(deps, updated, observed_lease)
+
+
+def announce(
+    deps: RolloutDeps, rollout: Mapping[str, Any], lease: Mapping[str, Any] | None
+) -> None:
+    """Post what the outbox holds: audit records (report ConfigMap, stdout), then Events, then
+    clear it. Each step is idempotent (docs/audit.md, "Outbox"), so a crash anywhere here makes
+    the next pass post exactly what is missing."""
+    meta = rollout["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    entries = pending(rollout.get("status"))
+    recorded = True
+    try:
+        write_report(deps.kube, rollout, lease, entries, deps.clock())
+    except Exception as exc:  # the report must never block a rollback; next pass retries
+        recorded = False
+        log.warning("%s/%s: writing the report failed: %s", ns, name, error_message(exc))
+    for entry in entries:
+        deps.events.emit(
+            rollout,
+            str(entry["type"]),
+            str(entry["reason"]),
+            str(entry["message"]),
+            name=outbox_event_name(name, entry),
+        )
+    if entries and recorded:
+        deps.kube.patch_custom_status(ROLLOUTS, ns, name, {"outbox": None})
 
 
 def _fault_point(kind: str) -> None:
@@ -458,6 +486,9 @@ def reconcile_rollout(
             rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
             if rollout is None:
                 return
+            if pending(rollout.get("status")):  # left by a pass that died mid-announcement
+                announce(deps, rollout, None)
+                continue
             observed = observe(deps, rollout, tick=tick and i == 0)
             plan = plan_rollout(observed)
             changed = status_patch(rollout.get("status") or {}, plan.status) is not None
