@@ -608,7 +608,7 @@ class Container:
         argv: Sequence[str],
         *,
         env: Mapping[str, str] | None = None,
-        volumes: Sequence[tuple[Path, str]] = (),
+        volumes: Sequence[tuple[Path, str, str]] = (),
         user: str | None = None,
         workdir: str | None = None,
     ) -> list[str]:
@@ -623,8 +623,8 @@ class Container:
         ]
         for key, value in (env or {}).items():
             cmd += ["--env", f"{key}={value}"]
-        for host, target in volumes:
-            cmd += ["-v", f"{host}:{target}:ro"]
+        for host, target, options in volumes:  # options: "ro" or "rw"
+            cmd += ["-v", f"{host}:{target}:{options}"]
         if user is not None:
             cmd += ["--user", user]
         if workdir is not None:
@@ -652,16 +652,18 @@ class Container:
         return self.proc
 
     def entry_pid(self, timeout: float = 30) -> int:
-        """The pid of the command itself (below buildah's chroot helpers)."""
+        """The pid of the command itself, below buildah's chroot helpers (``buildah`` re-executed
+        from a memfd as ``buildah-chroot-runtime`` and ``buildah-chroot-exec``)."""
         assert self.proc is not None
-        me = Path(buildah_path()).resolve()
+        me = str(Path(buildah_path()).resolve())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ImageError(f"buildah run exited ({self.proc.returncode})")
             for pid in _descendants(self.proc.pid):
                 with contextlib.suppress(OSError):
-                    if Path(os.readlink(f"/proc/{pid}/exe")).resolve() != me:
+                    exe = os.readlink(f"/proc/{pid}/exe")
+                    if exe != me and not exe.startswith("/memfd:buildah"):
                         return pid
             time.sleep(0.05)
         raise ImageError("the command did not start under buildah run")

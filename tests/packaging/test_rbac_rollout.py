@@ -72,84 +72,91 @@ def test_chart_service_account_can_roll_out_and_roll_back(
         sa_op = OperatorProcess(str(kubeconfig), tmp_path, env={"CALYX_NAMESPACE": op_ns})
         sa_op.start()
 
-        # 1. A full rollout to 100 % in another namespace.
-        apply_obj(cluster, deployment_body(app_ns, "checkout", 8, IMG1))
-        wait_for(
-            "stable ready",
-            lambda: (
-                (deployment(kube, app_ns, "checkout") or {}).get("status", {}).get("readyReplicas")
-                == 8
-            ),
-            timeout=60,
+        roll_out_and_roll_back(cluster, kube, app_ns)
+        assert_done_by(
+            cluster, kube, op_ns, f"system:serviceaccount:{op_ns}:{sa}", sa_op.log_text()
         )
-        apply_obj(
-            cluster,
-            lease_body(
-                app_ns, "l2", "checkout", {"app": IMG2}, constraints={"requireAnalysis": False}
-            ),
-        )
-        apply_obj(
-            cluster,
-            rollout_body(
-                app_ns,
-                "r2",
-                "l2",
-                tiers=[
-                    {"weight": 5, "soakSeconds": 2},
-                    {"weight": 25, "soakSeconds": 2},
-                    {"weight": 100},
-                ],
-            ),
-        )
-        wait_phase(kube, app_ns, "r2", "Completed", timeout=120)
-
-        # 2. A rollback of the next change.
-        apply_obj(
-            cluster,
-            lease_body(
-                app_ns, "l3", "checkout", {"app": IMG3}, constraints={"requireAnalysis": False}
-            ),
-        )
-        apply_obj(
-            cluster,
-            rollout_body(
-                app_ns,
-                "r3",
-                "l3",
-                tiers=[
-                    {"weight": 5, "soakSeconds": 2},
-                    {"weight": 25, "soakSeconds": 600},
-                    {"weight": 100},
-                ],
-            ),
-        )
-        wait_for("canary", lambda: replicas_of(kube, app_ns, "checkout-canary") == 3, timeout=60)
-        kube.patch_custom(
-            "rollouts",
-            app_ns,
-            "r3",
-            {"metadata": {"annotations": {"calyx.io/force-rollback": "rbac"}}},
-        )
-        wait_phase(kube, app_ns, "r3", "RolledBack", timeout=60)
-        stable = deployment(kube, app_ns, "checkout")
-        assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == IMG2
-
-        user = f"system:serviceaccount:{op_ns}:{sa}"
-        writes = cluster.read_audit_events(user=user)
-        assert writes, "the audit log shows no write by the chart's ServiceAccount"
-        refused = [
-            e
-            for e in cluster.read_audit_events(user=user, succeeded=False)
-            if (e.get("responseStatus") or {}).get("code") == 403
-        ]
-        assert refused == [], [(e["verb"], e["objectRef"]) for e in refused]
-        log = sa_op.log_text()
-        # HTTP 403 as the kubernetes client and Kopf log it (a bare "403" also occurs in hashes)
-        assert "(403)" not in log and "Forbidden" not in log, log[-3000:]
-        assert kube.get_configmap(op_ns, "calyx-ledger") is not None
     finally:
         if sa_op is not None:
             sa_op.stop()
         rel.uninstall()
         cluster.delete_namespace(app_ns)
         operator.start()
+
+
+def roll_out_and_roll_back(cluster: Any, kube: Kube, app_ns: str) -> None:
+    """With an operator running: a Rollout of ``checkout`` in ``app_ns`` to 100 %, then a second
+    Rollout, force-rolled back at 25 % (the stable Deployment keeps the first one's image)."""
+    # 1. A full rollout to 100 %.
+    apply_obj(cluster, deployment_body(app_ns, "checkout", 8, IMG1))
+    wait_for(
+        "stable ready",
+        lambda: (
+            (deployment(kube, app_ns, "checkout") or {}).get("status", {}).get("readyReplicas") == 8
+        ),
+        timeout=60,
+    )
+    apply_obj(
+        cluster,
+        lease_body(app_ns, "l2", "checkout", {"app": IMG2}, constraints={"requireAnalysis": False}),
+    )
+    apply_obj(
+        cluster,
+        rollout_body(
+            app_ns,
+            "r2",
+            "l2",
+            tiers=[
+                {"weight": 5, "soakSeconds": 2},
+                {"weight": 25, "soakSeconds": 2},
+                {"weight": 100},
+            ],
+        ),
+    )
+    wait_phase(kube, app_ns, "r2", "Completed", timeout=120)
+
+    # 2. A rollback of the next change.
+    apply_obj(
+        cluster,
+        lease_body(app_ns, "l3", "checkout", {"app": IMG3}, constraints={"requireAnalysis": False}),
+    )
+    apply_obj(
+        cluster,
+        rollout_body(
+            app_ns,
+            "r3",
+            "l3",
+            tiers=[
+                {"weight": 5, "soakSeconds": 2},
+                {"weight": 25, "soakSeconds": 600},
+                {"weight": 100},
+            ],
+        ),
+    )
+    wait_for("canary", lambda: replicas_of(kube, app_ns, "checkout-canary") == 3, timeout=60)
+    kube.patch_custom(
+        "rollouts",
+        app_ns,
+        "r3",
+        {"metadata": {"annotations": {"calyx.io/force-rollback": "rbac"}}},
+    )
+    wait_phase(kube, app_ns, "r3", "RolledBack", timeout=60)
+    stable = deployment(kube, app_ns, "checkout")
+    assert stable is not None
+    assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == IMG2
+
+
+def assert_done_by(cluster: Any, kube: Kube, op_ns: str, user: str, log: str) -> None:
+    """The API server's audit log shows writes by ``user`` and no request of it refused; the
+    operator's ``log`` has no 403 either; the ledger exists in the operator's namespace."""
+    writes = cluster.read_audit_events(user=user)
+    assert writes, f"the audit log shows no write by {user}"
+    refused = [
+        e
+        for e in cluster.read_audit_events(user=user, succeeded=False)
+        if (e.get("responseStatus") or {}).get("code") == 403
+    ]
+    assert refused == [], [(e["verb"], e["objectRef"]) for e in refused]
+    # HTTP 403 as the kubernetes client and Kopf log it (a bare "403" also occurs in hashes)
+    assert "(403)" not in log and "Forbidden" not in log, log[-3000:]
+    assert kube.get_configmap(op_ns, "calyx-ledger") is not None
