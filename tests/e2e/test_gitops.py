@@ -213,9 +213,13 @@ def deploy_through_git(rig: GitOpsRig, kube: Kube, ns: str) -> dict[str, dict[st
     return repo
 
 
-def promote(rig: GitOpsRig, kube: Kube, ns: str, repo: dict[str, dict[str, Any]]) -> int:
-    """The commit with the pre-signed Lease and its Rollout, synced; returns the generation of
-    the promoted Deployment."""
+def template_of(kube: Kube, ns: str) -> dict[str, Any]:
+    return dict((deployment(kube, ns, "checkout") or {})["spec"]["template"])
+
+
+def promote(rig: GitOpsRig, kube: Kube, ns: str, repo: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The commit with the pre-signed Lease and its Rollout, synced; returns the promoted pod
+    template (a sync that changes nothing in it starts no new pods)."""
     res = sync(rig, repo["deployment"], repo["lease"], repo["rollout"])
     assert res.returncode == 0, res.stderr
     wait_phase(kube, ns, "checkout-2", "Completed", timeout=90)
@@ -227,14 +231,14 @@ def promote(rig: GitOpsRig, kube: Kube, ns: str, repo: dict[str, dict[str, Any]]
         if "f:image" in json.dumps(m.get("fieldsV1", {}))
     }
     assert "calyx-operator" in owners, owners
-    return int(dep["metadata"]["generation"])
+    return dict(dep["spec"]["template"])
 
 
 def test_resync_after_promotion(rig: GitOpsRig, kube: Kube, chart_operator: Any) -> None:
     ns = team_namespace(rig)
     try:
         repo = deploy_through_git(rig, kube, ns)
-        generation = promote(rig, kube, ns, repo)
+        promoted = promote(rig, kube, ns, repo)
 
         # a plain server-side apply of the unchanged Git manifest: a conflict, nothing changes
         res = sync(rig, repo["deployment"], force=False)
@@ -248,13 +252,13 @@ def test_resync_after_promotion(rig: GitOpsRig, kube: Kube, chart_operator: Any)
         res = sync(rig, desired)
         assert res.returncode == 0, res.stderr
         assert image_of(kube, ns) == NEW_IMAGE
-        assert (deployment(kube, ns, "checkout") or {})["metadata"]["generation"] == generation
+        assert template_of(kube, ns) == promoted
 
         # remedy 1: the pipeline commits the promoted image after DeployCompleted
         res = sync(rig, git_repo(ns, image=NEW_IMAGE)["deployment"])
         assert res.returncode == 0, res.stderr
         assert image_of(kube, ns) == NEW_IMAGE
-        assert (deployment(kube, ns, "checkout") or {})["metadata"]["generation"] == generation
+        assert template_of(kube, ns) == promoted
 
         # without a remedy, a forced sync of the old Git manifest reverts the promotion
         res = sync(rig, repo["deployment"])
@@ -271,7 +275,7 @@ def test_resync_in_a_guarded_namespace(rig: GitOpsRig, kube: Kube, chart_operato
         repo = deploy_through_git(rig, kube, ns)  # created before the namespace opts in
         rig.cluster.kubectl("label", "namespace", ns, f"{GUARD_LABEL}=enforce")
         wait_guard_active(rig.tool, ns)  # the tool is not exempt: its dry-run create is denied
-        generation = promote(rig, kube, ns, repo)
+        promoted = promote(rig, kube, ns, repo)
 
         res = sync(rig, repo["deployment"])  # forced, the old image
         assert res.returncode != 0, "the guard must refuse the revert"
@@ -284,7 +288,7 @@ def test_resync_in_a_guarded_namespace(rig: GitOpsRig, kube: Kube, chart_operato
         res = sync(rig, git_repo(ns, image=NEW_IMAGE)["deployment"])
         assert res.returncode == 0, res.stderr
         assert image_of(kube, ns) == NEW_IMAGE
-        assert (deployment(kube, ns, "checkout") or {})["metadata"]["generation"] == generation
+        assert template_of(kube, ns) == promoted
 
         # scaling from Git stays free under the guard
         scaled = git_repo(ns, image=NEW_IMAGE)["deployment"]
