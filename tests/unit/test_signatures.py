@@ -349,12 +349,12 @@ def approval(
         (
             approval(signed_at="2026-11-25T10:02:00Z"),
             {},
-            "signedAt is 120s in the future (more than clockSkewSeconds 60)",
+            "signedAt 2026-11-25T10:02:00Z is in the future (by more than clockSkewSeconds 60)",
         ),
         (
             approval(signed_at="2026-11-25T08:00:00Z"),
             {},
-            "signature is 7200s old, not younger than maxSignatureAgeSeconds 3600; sign again",
+            "signedAt 2026-11-25T08:00:00Z is not younger than maxSignatureAgeSeconds 3600; sign again",
         ),
         (
             ("approve.calyx.io/alice", "{}"),

@@ -273,8 +273,8 @@ CASES: dict[str, Callable[[], Case]] = {
         [alice(signed_at="2026-11-25T10:05:00Z"), sentinel()],
         "Rejected",
         3,
-        "needs 1 valid human cosignature, has 0 (alice: signedAt is 300s in the future "
-        "(more than clockSkewSeconds 60))",
+        "needs 1 valid human cosignature, has 0 (alice: signedAt 2026-11-25T10:05:00Z is in "
+        "the future (by more than clockSkewSeconds 60))",
     ),
     "signedAt in the future within skew": lambda: Case(
         [alice(signed_at="2026-11-25T10:00:59Z"), sentinel()], "Verified", None, ""
@@ -283,7 +283,7 @@ CASES: dict[str, Callable[[], Case]] = {
         [alice(signed_at=OLD), sentinel()],
         "Rejected",
         3,
-        "needs 1 valid human cosignature, has 0 (alice: signature is 3660s old, not younger "
+        f"needs 1 valid human cosignature, has 0 (alice: signedAt {OLD} is not younger "
         "than maxSignatureAgeSeconds 3600; sign again)",
     ),
     "old signature accepted before skips the age check": lambda: Case(
@@ -297,7 +297,7 @@ CASES: dict[str, Callable[[], Case]] = {
         [alice(signed_at=OLD), sentinel()],
         "Rejected",
         3,
-        "needs 1 valid human cosignature, has 0 (alice: signature is 3660s old, not younger "
+        f"needs 1 valid human cosignature, has 0 (alice: signedAt {OLD} is not younger "
         "than maxSignatureAgeSeconds 3600; sign again)",
         previously_accepted={"alice": sig_fingerprint(_sig_of(alice()))},
     ),
@@ -513,3 +513,26 @@ def test_naive_now_is_a_programming_error() -> None:
             trust=make_trust(),
             now=datetime(2026, 11, 25, 10, 0),
         )
+
+
+@pytest.mark.parametrize("signed_at", [OLD, "2026-11-25T10:05:00Z"])
+def test_an_unchanged_bad_signature_is_announced_once(signed_at: str) -> None:
+    """Probe: a stale- or future-dated signature posted SignatureInvalid on every re-check,
+    with a changing age in the message (~1,800 Events per hour per Lease)."""
+    from calyx.domain.lease_plan import plan_lease_status
+
+    previous: dict[str, object] | None = None
+    posted = []
+    for minute in range(30):
+        now = NOW + timedelta(seconds=minute * 2)
+        case = Case([alice(signed_at=signed_at), sentinel()], "Rejected", 3, "", now=now)
+        plan = plan_lease_status(
+            verdict=run(case),
+            previous=previous,
+            generation=1,
+            now=now.isoformat(),
+            consumed_by=None,
+        )
+        posted += [e.reason for e in plan.events if e.reason == "SignatureInvalid"]
+        previous = plan.status
+    assert posted == ["SignatureInvalid"]

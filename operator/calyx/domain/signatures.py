@@ -25,7 +25,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from calyx.domain.canonical import CanonicalError, canonical_json
 from calyx.domain.signers import PUBLIC_KEY_LEN, ROLES, SIGNER_ID_RE, Role, signer_id_error
-from calyx.domain.timefmt import parse_signed_at
+from calyx.domain.timefmt import format_time, parse_signed_at
 from calyx.domain.trust import TrustStore
 
 __all__ = [
@@ -181,18 +181,21 @@ def check_signed_at(
 
     Future timestamps beyond the skew are refused because a pre-dated signature would dodge the
     age limit; ``max_age_seconds=None`` skips the age check (a signature accepted before).
+    The reason names the timestamp, never an age: the same cause must read the same on every
+    re-check, or each one would be announced again (docs/audit.md, no spam).
     """
+    shown = format_time(signed_at)
     ahead = (signed_at - now).total_seconds()
     if ahead > clock_skew_seconds:
         return (
-            f"signedAt is {int(ahead)}s in the future "
-            f"(more than clockSkewSeconds {clock_skew_seconds})"
+            f"signedAt {shown} is in the future "
+            f"(by more than clockSkewSeconds {clock_skew_seconds})"
         )
     if max_age_seconds is not None:
         age = (now - signed_at).total_seconds()
         if age >= max_age_seconds:
             return (
-                f"signature is {int(age)}s old, not younger than maxSignatureAgeSeconds "
+                f"signedAt {shown} is not younger than maxSignatureAgeSeconds "
                 f"{max_age_seconds}; sign again"
             )
     return ""
