@@ -1,4 +1,4 @@
-"""Prometheus queries for canary analysis (DESIGN.md §5), on ``prometheus-api-client``.
+"""Prometheus queries for canary analysis (docs/analysis.md), on ``prometheus-api-client``.
 
 Blocking by design: the operator runs reconciles in worker threads, never on the asyncio loop, and
 every method here is meant to be called from such a thread. Each thread gets its own

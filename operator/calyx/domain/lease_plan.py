@@ -1,4 +1,4 @@
-"""Plans a Lease's status and Events from a verification verdict (pure; DESIGN §2.1, §8).
+"""Plans a Lease's status and Events from a verification verdict (pure; docs/api.md, docs/audit.md).
 
 Events are derived by comparing the new verdict with the status already stored in the
 cluster, so a restarted operator does not announce the same transition twice: the previous
@@ -19,7 +19,7 @@ from calyx.domain.verification import LeaseVerdict
 @dataclass(frozen=True)
 class PlannedEvent:
     type: str  # Normal | Warning
-    reason: str  # CamelCase, DESIGN §8
+    reason: str  # CamelCase (docs/operations.md, "Events")
     message: str
     audit: str = ""  # seed event name for the audit chain, e.g. "lease_event.COSIGNED"
 

@@ -7,9 +7,9 @@ old one would have. Each call plans ONE step; the reconciler applies it, observe
 calls again until nothing is left to do. Every action is idempotent, so repeating a step after
 a crash is harmless, and promotion (a patch to the same images) cannot happen twice.
 
-Safety rule (DESIGN §1.1): a *forward* action (create/scale canary, patch stable) is planned
-only on a pass where the Lease verified at that moment. Reverts (delete canary, restore from
-the snapshot) need no lease: taking a change away is always allowed.
+Safety rule (docs/design.md promise 1): a *forward* action (create/scale canary, patch stable)
+is planned only on a pass where the Lease verified at that moment. Reverts (delete canary,
+restore from the snapshot) need no lease: taking a change away is always allowed.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from calyx.domain.outbox import enqueue
 from calyx.domain.rollout_binding import binding_problem
 from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
 from calyx.domain.tiers import canary_replicas, effective_percent
+from calyx.domain.timefmt import format_time_ms as stamp  # rollback timings are sub-second
+from calyx.domain.timefmt import parse_stamp
 from calyx.domain.trust import TrustStore
 from calyx.domain.verification import LeaseVerdict
 
@@ -151,17 +153,6 @@ class Observed:
     analysis: AnalysisOutcome | None = None
     default_tiers: Sequence[Mapping[str, Any]] = DEFAULT_TIERS
     risk: Mapping[str, Any] | None = None
-
-
-def stamp(t: dt.datetime) -> str:
-    """RFC 3339 with milliseconds: rollback timings are sub-second and must say so."""
-    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_stamp(s: str | None) -> dt.datetime | None:
-    if not s:
-        return None
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
 class _Step:
@@ -673,8 +664,9 @@ def _complete(s: _Step) -> Plan:
 
 
 def _validate(s: _Step) -> Plan:
-    """Post-deploy validation (DESIGN §7): the Job must succeed within timeoutSeconds;
-    failure or timeout rolls back, restoring the stable Deployment from the snapshot."""
+    """Post-deploy validation (docs/design.md §Report and audit): the Job must succeed within
+    timeoutSeconds; failure or timeout rolls back, restoring the stable Deployment from the
+    snapshot."""
     o = s.o
     assert o.spec is not None and o.spec.post_deploy is not None
     st = s.status
@@ -764,7 +756,7 @@ def _canary_ready(s: _Step) -> bool:
 
 def _analysis_passed_since(s: _Step, since: dt.datetime) -> bool:
     """Advance only on evidence: with analysis configured, a Pass evaluated after the soak began.
-    NoData never advances (DESIGN §2.2)."""
+    NoData never advances (docs/analysis.md)."""
     o = s.o
     assert o.spec is not None
     if not o.spec.analysis.has_metrics():

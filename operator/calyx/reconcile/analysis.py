@@ -1,4 +1,4 @@
-"""Metric analysis for one Rollout on a timer tick (DESIGN §5): query → evaluate → outcome.
+"""Metric analysis for one Rollout on a timer tick (docs/analysis.md): query → evaluate → outcome.
 
 Runs in the reconciler's worker thread, never on Kopf's event loop; every evaluation's counters
 go into ``status.lastAnalysis.state`` so failureLimit and the no-data clock survive a restart.
@@ -69,7 +69,7 @@ class AnalysisRunner:
 
     def prepare(self, bodies: Sequence[Mapping[str, Any]], now: dt.datetime) -> None:
         """Before a timer sweep: fetch every due Rollout's default metrics with one grouped
-        query per (Prometheus, window, metric part) — not 8 per Rollout (DESIGN §5, issue 5
+        query per (Prometheus, window, metric part) — not 8 per Rollout (docs/analysis.md, issue 5
         scale goal). Rollouts then read their share in ``__call__``; anything missing from the
         batch (overrides, custom metrics, a failed group) is queried per Rollout as before."""
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
@@ -290,7 +290,7 @@ class AnalysisRunner:
         state: AnalysisState,
         now: dt.datetime,
     ) -> dt.datetime:
-        """When the breaching sample became queryable, from a 1 s range query (DESIGN §1.3)."""
+        """When the breaching sample became queryable, from a 1 s range query (docs/analysis.md)."""
         fallback = decision.first_breach_at or now
         not_before = state.last_pass_at or (now - dt.timedelta(seconds=120))
         for q in queries:

@@ -1,9 +1,9 @@
 """Rollout reconciliation: observe the cluster → ``plan_rollout`` → apply one step, repeat.
 
 Each pass re-reads everything it decides on (Rollout, Lease, ledger, Deployments, snapshot),
-so the Lease is verified *at the moment* of every forward action (DESIGN §1.1). Passes repeat
-until a plan has nothing left to do, so a whole transition (verify → claim → snapshot →
-canary) happens in one wake-up, yet each step stands alone after a crash.
+so the Lease is verified *at the moment* of every forward action (docs/design.md promise 1).
+Passes repeat until a plan has nothing left to do, so a whole transition (verify → claim →
+snapshot → canary) happens in one wake-up, yet each step stands alone after a crash.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class RolloutDeps:
     ledger: LedgerStore
     clock: Callable[[], dt.datetime]
     locks: KeyedLocks
-    # Called on timer ticks only (DESIGN §5: analysis runs from a timer, never watch events).
+    # Called on timer ticks only (docs/design.md §Analysis: a timer, never watch events).
     analyze: Callable[[Observed], AnalysisOutcome | None] | None = None
 
 
@@ -278,7 +278,7 @@ def assess_risk(
     first_weight: int,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    """``status.risk`` for a Rollout about to start (DESIGN §6): computed once and stored, so
+    """``status.risk`` for a Rollout about to start (docs/risk.md): computed once and stored, so
     the tier plan it recommends cannot change under a running rollout."""
     ns = rollout["metadata"]["namespace"]
     tname = target["metadata"]["name"]
