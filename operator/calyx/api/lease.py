@@ -24,14 +24,14 @@ from pydantic import Field, StringConstraints, field_validator
 
 from calyx.api.common import (
     CONDITIONS_LIST_MAP,
-    OUTBOX_MAX_ITEMS,
     DNS_SUBDOMAIN_PATTERN,
+    OUTBOX_MAX_ITEMS,
     RFC3339_UTC_PATTERN,
     Condition,
     DnsLabel,
     ObjectModelMixin,
-    OutboxEntry,
     ObjectRef,
+    OutboxEntry,
     SpecModel,
     StatusModel,
     TargetRef,

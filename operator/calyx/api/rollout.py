@@ -26,8 +26,8 @@ from calyx.api.common import (
     DnsLabel,
     LongText,
     ObjectModelMixin,
-    OutboxEntry,
     ObjectName,
+    OutboxEntry,
     SpecModel,
     StatusModel,
     Time,
@@ -66,6 +66,22 @@ RiskLevel = Literal["Low", "Medium", "High"]
 RollbackTrigger = Literal[
     "Breach", "LeaseInvalid", "LeaseExpired", "Manual", "PostDeployFailed", "Deleted"
 ]
+
+# Analysis defaults, each defined here and nowhere else: the models below carry them (and so the
+# CRD schema), and calyx.domain.analysis applies them in code to a Rollout read without the
+# schema (docs/api.md, "Defaults"; docs/architecture.md, "Who owns each default").
+DEFAULT_INTERVAL_SECONDS: Final = 10
+MIN_INTERVAL_SECONDS: Final = 2
+DEFAULT_WINDOW_SECONDS: Final = 30
+DEFAULT_FAILURE_LIMIT: Final = 1
+DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS: Final = 120
+DEFAULT_ON_BREACH: Final[OnBreach] = "Rollback"
+#: Thresholds applied by calyx.domain.analysis when a metric's entry omits its limit (the schema
+#: requires the limit, so only a Rollout read without it, e.g. from a file, relies on these).
+DEFAULT_TES_MAX_DROP_PERCENT: Final = 5
+DEFAULT_ERROR_RATE_MAX_PERMILLE: Final = 10
+DEFAULT_CPU_MAX_PERCENT: Final = 90
+DEFAULT_MEMORY_MAX_PERCENT: Final = 90
 
 #: Condition types on a Rollout.
 CONDITION_LEASE_VERIFIED: Final = "LeaseVerified"
@@ -133,7 +149,9 @@ class Tier(SpecModel):
 class NoDataPolicy(SpecModel):
     """What to do when a query returns no data: never advance, and eventually roll back."""
 
-    rollback_after_seconds: Annotated[int, Field(ge=0, le=86400)] = 120
+    rollback_after_seconds: Annotated[int, Field(ge=0, le=86400)] = (
+        DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS
+    )
     """Roll back after this long without data (0 = hold forever, never roll back for no data)."""
 
 
@@ -197,10 +215,12 @@ class Analysis(SpecModel):
     Lease forbids by default (``constraints.requireAnalysis``).
     """
 
-    interval_seconds: Annotated[int, Field(ge=2, le=3600)] = 10
+    interval_seconds: Annotated[int, Field(ge=MIN_INTERVAL_SECONDS, le=3600)] = (
+        DEFAULT_INTERVAL_SECONDS
+    )
     """Seconds between evaluations (minimum 2). Bounds breach detection time."""
 
-    window_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
+    window_seconds: Annotated[int, Field(ge=1, le=86400)] = DEFAULT_WINDOW_SECONDS
     """PromQL range window (`{{ window }}`) in seconds."""
 
     prometheus_url: (
@@ -208,7 +228,7 @@ class Analysis(SpecModel):
     ) = Field(default=None, alias="prometheusURL")
     """Prometheus base URL; omitted or empty means the operator's setting."""
 
-    failure_limit: Annotated[int, Field(ge=0, le=100)] = 1
+    failure_limit: Annotated[int, Field(ge=0, le=100)] = DEFAULT_FAILURE_LIMIT
     """Consecutive breaching evaluations tolerated: `onBreach` fires on breach
     number `failureLimit + 1` in a row; 0 acts on the first breach, 1 ignores a single
     breaching sample."""
@@ -324,7 +344,7 @@ class RolloutSpec(SpecModel):
     )
     """Metric analysis and thresholds."""
 
-    on_breach: OnBreach = "Rollback"
+    on_breach: OnBreach = DEFAULT_ON_BREACH
     """`Rollback` (default) reverts at once; `Pause` holds for a human."""
 
     post_deploy: PostDeploy | None = None

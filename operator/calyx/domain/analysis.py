@@ -1,4 +1,4 @@
-"""Canary analysis: one evaluation of the metrics against the thresholds (DESIGN.md §2.2, §5).
+"""Canary analysis: one evaluation of the metrics against the thresholds (docs/analysis.md).
 
 Pure: the reconciler queries Prometheus (``calyx.adapters.prometheus``), then hands the outcomes,
 the previous state and ``now`` to :func:`evaluate`, which says what the numbers mean and what to
@@ -31,6 +31,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
+from calyx.api.rollout import (
+    DEFAULT_CPU_MAX_PERCENT,
+    DEFAULT_ERROR_RATE_MAX_PERMILLE,
+    DEFAULT_FAILURE_LIMIT,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MEMORY_MAX_PERCENT,
+    DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS,
+    DEFAULT_ON_BREACH,
+    DEFAULT_TES_MAX_DROP_PERCENT,
+    DEFAULT_WINDOW_SECONDS,
+    MIN_INTERVAL_SECONDS,
+)
 from calyx.domain.promql import (
     DEFAULT_TEMPLATES,
     TemplateError,
@@ -68,17 +80,17 @@ MetricKind = Literal["tes", "errorRate", "cpu", "memory", "custom"]
 OutcomeKind = Literal["value", "empty", "non_scalar", "error"]
 OnBreach = Literal["Rollback", "Pause"]
 
-#: Defaults applied in code (DESIGN.md §2.2), so a Rollout read from a Git file, without the API
-#: server's schema defaults, behaves the same.
+#: Defaults applied in code (docs/api.md, "Defaults"), so a Rollout read from a Git file, without
+#: the API server's schema defaults, behaves the same. Each is defined in calyx.api.rollout.
 DEFAULTS: Final[Mapping[str, int]] = {
-    "intervalSeconds": 10,
-    "windowSeconds": 30,
-    "failureLimit": 1,
-    "noData.rollbackAfterSeconds": 120,
-    "tes.maxDropPercent": 5,
-    "errorRate.maxPermille": 10,
-    "cpu.maxPercent": 90,
-    "memory.maxPercent": 90,
+    "intervalSeconds": DEFAULT_INTERVAL_SECONDS,
+    "windowSeconds": DEFAULT_WINDOW_SECONDS,
+    "failureLimit": DEFAULT_FAILURE_LIMIT,
+    "noData.rollbackAfterSeconds": DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS,
+    "tes.maxDropPercent": DEFAULT_TES_MAX_DROP_PERCENT,
+    "errorRate.maxPermille": DEFAULT_ERROR_RATE_MAX_PERMILLE,
+    "cpu.maxPercent": DEFAULT_CPU_MAX_PERCENT,
+    "memory.maxPercent": DEFAULT_MEMORY_MAX_PERCENT,
 }
 
 _LIMIT_FIELD: Final[Mapping[MetricKind, str]] = {
@@ -156,11 +168,11 @@ class MetricSpec:
 class AnalysisSettings:
     """``spec.analysis`` (plus ``spec.onBreach``) with every default applied."""
 
-    interval_seconds: int = 10
-    window_seconds: int = 30
-    failure_limit: int = 1
-    no_data_rollback_after_seconds: int = 120
-    on_breach: OnBreach = "Rollback"
+    interval_seconds: int = DEFAULT_INTERVAL_SECONDS
+    window_seconds: int = DEFAULT_WINDOW_SECONDS
+    failure_limit: int = DEFAULT_FAILURE_LIMIT
+    no_data_rollback_after_seconds: int = DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS
+    on_breach: OnBreach = DEFAULT_ON_BREACH
     prometheus_url: str | None = None
     metrics: tuple[MetricSpec, ...] = ()
 
@@ -198,7 +210,7 @@ def _query(spec: Mapping[str, Any], where: str) -> str | None:
 
 
 def parse_analysis(
-    analysis: Mapping[str, Any] | _HasModelDump | None, on_breach: str | None = "Rollback"
+    analysis: Mapping[str, Any] | _HasModelDump | None, on_breach: str | None = DEFAULT_ON_BREACH
 ) -> AnalysisSettings:
     """Read ``spec.analysis`` (camelCase mapping or the pydantic model) into settings.
 
@@ -241,11 +253,20 @@ def parse_analysis(
     no_data = _mapping(spec.get("noData"), "analysis.noData")
     url = spec.get("prometheusURL")
     return AnalysisSettings(
-        interval_seconds=_int(spec, "intervalSeconds", 10, "analysis.", minimum=2),
-        window_seconds=_int(spec, "windowSeconds", 30, "analysis.", minimum=1),
-        failure_limit=_int(spec, "failureLimit", 1, "analysis."),
+        interval_seconds=_int(
+            spec,
+            "intervalSeconds",
+            DEFAULT_INTERVAL_SECONDS,
+            "analysis.",
+            minimum=MIN_INTERVAL_SECONDS,
+        ),
+        window_seconds=_int(spec, "windowSeconds", DEFAULT_WINDOW_SECONDS, "analysis.", minimum=1),
+        failure_limit=_int(spec, "failureLimit", DEFAULT_FAILURE_LIMIT, "analysis."),
         no_data_rollback_after_seconds=_int(
-            no_data, "rollbackAfterSeconds", 120, "analysis.noData."
+            no_data,
+            "rollbackAfterSeconds",
+            DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS,
+            "analysis.noData.",
         ),
         on_breach="Pause" if on_breach == "Pause" else "Rollback",
         prometheus_url=url if isinstance(url, str) and url else None,

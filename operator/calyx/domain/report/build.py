@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from calyx.api.lease import DEFAULT_MAX_INITIAL_WEIGHT, DEFAULT_REQUIRE_ANALYSIS
+from calyx.api.rollout import DEFAULT_ON_BREACH
 from calyx.domain import audit
 from calyx.domain.analysis import AnalysisError, parse_analysis
 from calyx.domain.report.common import (
@@ -203,7 +204,9 @@ def _risk(raw: Any) -> dict[str, Any] | None:
 
 def _thresholds(spec: Mapping[str, Any]) -> dict[str, Any]:
     try:
-        settings = parse_analysis(as_map(spec.get("analysis")), spec.get("onBreach") or "Rollback")
+        settings = parse_analysis(
+            as_map(spec.get("analysis")), spec.get("onBreach") or DEFAULT_ON_BREACH
+        )
     except AnalysisError as exc:
         return {"error": clip(str(exc)), "metrics": []}
     return {
