@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes import watch
 
+from calyx.adapters.failure_log import FailureLog
 from calyx.adapters.kube import Kube, Obj
 
 log = logging.getLogger("calyx.cm_watch")
@@ -37,6 +38,7 @@ class ConfigMapCache:
         self._loaded = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failures = FailureLog(log)
 
     def get(self) -> Obj | None:
         """Current content; a direct GET until the watch has delivered a first state."""
@@ -64,6 +66,7 @@ class ConfigMapCache:
 
     def _run(self) -> None:
         selector = f"metadata.name={self.name}"
+        where = f"{self.namespace}/{self.name}"
         while not self._stop.is_set():
             try:
                 listing = self.kube.core.list_namespaced_config_map(
@@ -85,7 +88,7 @@ class ConfigMapCache:
                     obj: Any = ev["object"]
                     self._set(None if ev["type"] == "DELETED" else self.kube._plain(obj))
             except Exception as exc:
-                log.warning(
-                    "watch on ConfigMap %s/%s failed (%s); retrying", self.namespace, self.name, exc
-                )
+                self._failures.failed("watch", f"watch on ConfigMap {where}", exc)
                 time.sleep(1)
+            else:
+                self._failures.ok("watch", f"watch on ConfigMap {where}")

@@ -30,8 +30,10 @@ from calyx.adapters.settings import Settings
 from calyx.adapters.trust_store import trust_store_from_configmap
 from calyx.domain.ledger import read_ledger
 from calyx.reconcile.analysis import AnalysisRunner
+from calyx.reconcile.lease import FAILURES as LEASE_FAILURES
 from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
 from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.rollout import FAILURES as ROLLOUT_FAILURES
 from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, reconcile_rollout
 from calyx.reconcile.sweeper import Sweeper
 
@@ -192,11 +194,19 @@ def cleanup(**_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, LEASES)
 def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type != "DELETED" and leading():
-        reconcile_lease(RT.lease, dict(body))
+        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        try:
+            reconcile_lease(RT.lease, dict(body))
+        except Exception as exc:  # the sweep retries; one line per state change, no spam
+            LEASE_FAILURES.failed(key, f"lease {key}", exc)
 
 
 @kopf.on.event(GROUP, VERSION, ROLLOUTS)
 def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type != "DELETED" and leading():
         meta = body["metadata"]
-        reconcile_rollout(RT.rollout, meta["namespace"], meta["name"])
+        try:
+            reconcile_rollout(RT.rollout, meta["namespace"], meta["name"])
+        except Exception as exc:  # the sweep retries; one line per state change, no spam
+            key = f"{meta['namespace']}/{meta['name']}"
+            ROLLOUT_FAILURES.failed(key, f"rollout {key}", exc)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calyx.adapters.events import EventRecorder
+from calyx.adapters.failure_log import FailureLog
 from calyx.adapters.kube import LEASES, Kube, is_not_found
 from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
@@ -36,6 +37,7 @@ from calyx.reconcile.locks import KeyedLocks
 from calyx.reconcile.status import status_patch
 
 log = logging.getLogger("calyx.lease")
+FAILURES = FailureLog(log)
 
 
 @dataclass
@@ -222,11 +224,10 @@ def announce_lease(deps: LeaseDeps, lease: Mapping[str, Any], out: Any = None) -
 def reconcile_all_leases(deps: LeaseDeps) -> None:
     """Re-verify every Lease from a fresh listing (after a trust-store or ledger change)."""
     for body in deps.kube.list_custom(LEASES):
+        key = f"{body['metadata'].get('namespace')}/{body['metadata'].get('name')}"
         try:
             reconcile_lease(deps, body)
-        except Exception:
-            log.exception(
-                "re-verifying lease %s/%s failed",
-                body["metadata"].get("namespace"),
-                body["metadata"].get("name"),
-            )
+        except Exception as exc:
+            FAILURES.failed(key, f"re-verifying lease {key}", exc)
+        else:
+            FAILURES.ok(key, f"re-verifying lease {key}")

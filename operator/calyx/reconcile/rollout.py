@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calyx.adapters.events import EventRecorder
+from calyx.adapters.failure_log import FailureLog
 from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, error_message, is_not_found
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import METRICS
@@ -63,6 +64,7 @@ from calyx.reconcile.report import write_report
 from calyx.reconcile.status import status_patch
 
 log = logging.getLogger("calyx.rollout")
+FAILURES = FailureLog(log)
 RECENT_ROLLBACK_DAYS = 7
 MAX_PASSES = 12
 
@@ -521,8 +523,10 @@ def reconcile_all_rollouts(
     if tick and prepare is not None:
         try:
             prepare(bodies, deps.clock())
-        except Exception:  # a failed batch only means per-Rollout queries this tick
-            log.exception("batched analysis queries failed")
+        except Exception as exc:  # a failed batch only means per-Rollout queries this tick
+            FAILURES.failed("batch", "batched analysis queries", exc)
+        else:
+            FAILURES.ok("batch", "batched analysis queries")
     active = [
         b["metadata"]
         for b in bodies
@@ -531,10 +535,13 @@ def reconcile_all_rollouts(
     ]
 
     def one(meta: Mapping[str, Any]) -> None:
+        key = f"{meta['namespace']}/{meta['name']}"
         try:
             reconcile_rollout(deps, meta["namespace"], meta["name"], tick=tick)
-        except Exception:
-            log.exception("reconciling rollout %s/%s failed", meta["namespace"], meta["name"])
+        except Exception as exc:
+            FAILURES.failed(key, f"reconciling rollout {key}", exc)
+        else:
+            FAILURES.ok(key, f"reconciling rollout {key}")
 
     if pool is None:
         for meta in active:

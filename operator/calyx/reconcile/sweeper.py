@@ -13,6 +13,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from calyx.adapters.failure_log import FailureLog
+
 log = logging.getLogger("calyx.sweeper")
 
 
@@ -23,6 +25,7 @@ class Sweeper:
         self.tick = tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sweep-{name}", daemon=True)
+        self.failures = FailureLog(log)
 
     def start(self) -> None:
         self._thread.start()
@@ -43,5 +46,7 @@ class Sweeper:
                 return
             try:
                 self.tick()
-            except Exception:
-                log.exception("sweep %s failed; next one in %.1fs", self.name, self.interval)
+            except Exception as exc:
+                self.failures.failed(self.name, f"sweep {self.name}", exc)
+            else:
+                self.failures.ok(self.name, f"sweep {self.name}")
