@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from calyx.adapters.kube import Kube
+from calyx.domain.timefmt import format_k8s_time
 
 log = logging.getLogger("calyx.events")
 COMPONENT = "calyx-operator"
@@ -63,8 +64,8 @@ class EventRecorder:
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": self.instance,
-            "firstTimestamp": now.isoformat().replace("+00:00", "Z"),
-            "lastTimestamp": now.isoformat().replace("+00:00", "Z"),
+            "firstTimestamp": format_k8s_time(now),
+            "lastTimestamp": format_k8s_time(now),
             "count": 1,
         }
         log.info("event %s %s/%s %s: %s", type_, ns, meta.get("name"), reason, message)

@@ -17,9 +17,13 @@ from typing import Any
 from calyx.adapters.kube import Kube, is_conflict
 from calyx.domain import audit
 from calyx.domain.outbox import ID_KEY, recorded_ids
-from calyx.domain.report import build_report, configmap_body, configmap_data, configmap_name
-
-AUDIT_KEY = "audit.jsonl"
+from calyx.domain.report import (
+    AUDIT_KEY,
+    build_report,
+    configmap_body,
+    configmap_data,
+    configmap_name,
+)
 
 
 def write_report(
