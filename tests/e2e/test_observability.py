@@ -198,6 +198,7 @@ def test_every_dashboard_panel_and_alert_on_real_data(
             return float(value[1])
 
         assert last(results[("Operator up", "A")][0]) >= 1
+        assert last(results[("Leader", "A")][0]) == 1
         assert last(results[("Rollouts in progress", "A")][0]) >= 1
         assert last(results[("Rollbacks in range", "A")][0]) >= 1
         p99 = last(results[("Breach to revert (p50 / p99)", "B")][0])

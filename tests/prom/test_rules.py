@@ -18,6 +18,7 @@ ALERTS = {
     "CalyxRolloutStuck",
     "CalyxLeaseExpiresDuringRollout",
     "CalyxOperatorDown",
+    "CalyxNoLeader",
     "CalyxAnalysisNoData",
     "CalyxObjectMetricsFailing",
 }
