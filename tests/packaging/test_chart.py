@@ -39,7 +39,7 @@ EXPECTED_RBAC = {
         (CLUSTER, "apiextensions.k8s.io", "customresourcedefinitions", v, ())
         for v in ("list", "watch")
     ),
-    *((CLUSTER, "", "configmaps", v, ()) for v in ("get", "create", "update")),
+    *((CLUSTER, "", "configmaps", v, ()) for v in ("get", "create", "update", "delete")),
     *((CLUSTER, "apps", "deployments", v, ()) for v in ("get", "create", "patch", "delete")),
     (CLUSTER, "", "pods", "deletecollection", ()),
     *((CLUSTER, "batch", "jobs", v, ()) for v in ("get", "create", "delete")),
