@@ -242,7 +242,7 @@ def _template_images(body: Any) -> set[str]:
 
 
 def assert_only_signed_templates(cluster: Any, kube: Kube, ns: str) -> int:
-    """DESIGN promise 7 over a whole scenario (docs/security.md): every pod template the
+    """docs/design.md promise 7 over a whole scenario (docs/security.md): every pod template the
     operator wrote into a Deployment carries only images of a snapshot the operator itself
     took or of a Lease the operator recorded Verified or Consumed. Returns writes checked."""
     allowed: set[str] = set()
@@ -294,10 +294,10 @@ def lease_phase_timeline(cluster: Any, ns: str) -> list[tuple[str, str, str]]:
 
 
 def assert_no_forward_write_without_valid_lease(cluster: Any, ns: str) -> int:
-    """DESIGN §1.1 over a whole scenario: every forward write to a Deployment happened while a
-    Lease in the namespace was valid as the operator recorded it (Verified, or Consumed by the
-    claimant), never before the first verification nor after it turned Expired or Rejected.
-    Returns the number of forward writes checked."""
+    """docs/design.md promise 1 over a whole scenario: every forward write to a Deployment
+    happened while a Lease in the namespace was valid as the operator recorded it (Verified, or
+    Consumed by the claimant), never before the first verification nor after it turned Expired
+    or Rejected. Returns the number of forward writes checked."""
     timeline = lease_phase_timeline(cluster, ns)
     writes = operator_forward_writes(cluster, ns)
     for w in writes:

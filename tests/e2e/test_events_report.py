@@ -1,8 +1,10 @@
-"""Event coverage, the report and the audit chain end to end (issue 6, DESIGN §7, §8).
+"""Event coverage, the report and the audit chain end to end (issue 6, docs/report.md,
+docs/audit.md).
 
-A full successful rollout and a rolled-back one must each emit every §8 Event exactly once per
-transition; every decision must also be a hash-chained record in the report ConfigMap, which
-`calyx audit verify` checks and which detects tampering."""
+A full successful rollout and a rolled-back one must each emit every seed Event
+(docs/design.md §Report and audit) exactly once per transition; every decision must also be a
+hash-chained record in the report ConfigMap, which `calyx audit verify` checks and which detects
+tampering."""
 
 from __future__ import annotations
 
