@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from calyx.devenv import build as _build
+from calyx.domain.timefmt import parse_stamp
 
 HERE = Path(__file__).resolve().parent
 KWOK_CONFIG = HERE / "kwok-stages.yaml"
@@ -258,11 +259,8 @@ def read_audit_events(
 
 
 def _parse_ts(value: str) -> float:
-    from datetime import datetime
-
-    if not value:
-        return 0.0
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    parsed = parse_stamp(value)
+    return 0.0 if parsed is None else parsed.timestamp()
 
 
 # ----------------------------------------------------------------------------------------------
