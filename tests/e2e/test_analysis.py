@@ -250,3 +250,27 @@ def test_on_breach_pause_pauses_without_reverting(rig: Rig) -> None:
     obj = rig.kube.get_custom("rollouts", rig.ns, "r1")
     assert obj["spec"]["paused"] is True
     assert replicas_of(rig.kube, rig.ns, "checkout-canary") == 1
+
+
+@pytest.mark.parametrize(
+    ("analysis", "names"),
+    [
+        # Probe: a syntactically broken custom query passed CRD validation, the canary
+        # started anyway and was rolled back later for an error knowable before any write.
+        ({"custom": [{"name": "p99", "query": "sum(((", "max": 300}]}, "p99"),
+        # Probe: a TES override with {{ canary_pod_regex }} was refused with a traceback per
+        # pass while the Rollout sat Progressing with lastAnalysis null, no Event, no condition.
+        ({"tes": {"maxDropPercent": 5, "query": 'avg(x{pod=~"{{ canary_pod_regex }}"})'}}, "tes"),
+    ],
+)
+def test_invalid_query_fails_before_any_write(
+    rig: Rig, analysis: dict[str, Any], names: str
+) -> None:
+    rig.start(analysis=analysis)
+    st = wait_phase(rig.kube, rig.ns, "r1", "Failed", timeout=30)
+    assert names in st["message"], st["message"]
+    cond = next(c for c in st["conditions"] if c["type"] == "Progressing")
+    assert cond["reason"] == "InvalidQuery"
+    assert reasons(rig.kube, rig.ns, "r1").count("InvalidQuery") == 1
+    assert deployment(rig.kube, rig.ns, "checkout-canary") is None
+    assert rig.kube.get_configmap(rig.ns, "r1-snapshot") is None, "nothing written"

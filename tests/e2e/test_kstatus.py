@@ -94,3 +94,75 @@ def test_expiring_lease_goes_from_ready_to_stalled(
     assert conds["Ready"]["status"] == "False" and conds["Ready"]["reason"] == "Expired"
     assert conds["Stalled"]["lastTransitionTime"] >= ready_since
     assert_observed_generation(kube, ns, "short")
+
+
+def rwait(cluster: Any, ns: str, name: str, cond: str, timeout: str = "90s") -> Any:
+    return cluster.kubectl(
+        "wait",
+        "-n",
+        ns,
+        f"--for=condition={cond}",
+        f"crollout/{name}",
+        f"--timeout={timeout}",
+        check=False,
+    )
+
+
+def rollout_conditions(kube: Kube, ns: str, name: str) -> dict[str, dict[str, Any]]:
+    obj = kube.get_custom("rollouts", ns, name) or {}
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _rollout_setup(cluster: Any, kube: Kube, ns: str, tiers: list[dict[str, Any]]) -> None:
+    from tests.e2e.harness import deployment, deployment_body, rollout_body
+
+    apply_obj(cluster, deployment_body(ns, "checkout", 4, "reg.example/checkout:1"))
+    wait_for(
+        "stable ready",
+        lambda: (
+            (deployment(kube, ns, "checkout") or {}).get("status", {}).get("readyReplicas") == 4
+        ),
+        timeout=60,
+    )
+    apply_obj(
+        cluster,
+        lease_body(ns, "l1", "checkout", {"app": IMAGE}, constraints={"requireAnalysis": False}),
+    )
+    apply_obj(cluster, rollout_body(ns, "r1", "l1", tiers=tiers))
+
+
+def test_kubectl_wait_ready_for_a_completed_rollout(
+    kube: Kube, trust: Any, running_operator: Any, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    _rollout_setup(trust, kube, ns, [{"weight": 5, "soakSeconds": 2}, {"weight": 100}])
+    wait_for("in progress", lambda: rollout_conditions(kube, ns, "r1").get("Reconciling"))
+    assert rollout_conditions(kube, ns, "r1")["Ready"]["status"] == "False"
+    res = rwait(trust, ns, "r1", "Ready")
+    assert res.returncode == 0, res.stderr
+    conds = rollout_conditions(kube, ns, "r1")
+    gen = (kube.get_custom("rollouts", ns, "r1") or {})["metadata"]["generation"]
+    assert conds["Stalled"]["status"] == "False" and conds["Reconciling"]["status"] == "False"
+    assert all(conds[t]["observedGeneration"] == gen for t in ("Ready", "Reconciling", "Stalled"))
+
+
+def test_kubectl_wait_stalled_for_a_rolled_back_rollout(
+    kube: Kube, trust: Any, running_operator: Any, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    _rollout_setup(trust, kube, ns, [{"weight": 5, "soakSeconds": 600}, {"weight": 100}])
+    wait_for(
+        "canary running",
+        lambda: (
+            ((kube.get_custom("rollouts", ns, "r1") or {}).get("status") or {}).get("phase")
+            == "Progressing"
+        ),
+    )
+    assert rollout_conditions(kube, ns, "r1")["Reconciling"]["status"] == "True"
+    kube.patch_custom(
+        "rollouts", ns, "r1", {"metadata": {"annotations": {"calyx.io/force-rollback": "drill"}}}
+    )
+    res = rwait(trust, ns, "r1", "Stalled")
+    assert res.returncode == 0, res.stderr
+    assert rwait(trust, ns, "r1", "Ready", timeout="2s").returncode != 0, "never Ready"
+    assert rollout_conditions(kube, ns, "r1")["Stalled"]["reason"] == "RolledBack"

@@ -170,3 +170,16 @@ def test_unverifiable_lease_carries_kstatus() -> None:
         previous=None, generation=2, now=T0, reason="TrustStoreInvalid", message="no signers"
     )
     assert by_type(waiting.status["conditions"])["Reconciling"]["status"] == "True"
+
+
+def test_consumed_lease_stays_ready_after_it_expires() -> None:
+    """A finished deploy must not turn the GitOps app red when its Lease expires later."""
+    plan = plan_lease_status(
+        verdict=_verdict("Expired", "expired at 2026-11-25T18:00:00Z"),
+        previous=None,
+        generation=1,
+        now=T0,
+        consumed_by={"name": "r1", "uid": "u1"},
+    )
+    assert plan.status["phase"] == "Expired"
+    assert by_type(plan.status["conditions"])["Ready"]["status"] == "True"

@@ -94,8 +94,11 @@ def plan_lease_status(
         now=now,
         generation=generation,
     )
+    # A consumed Lease did its job: when it later expires it stays Ready for GitOps health
+    # (a finished deploy must not turn the app red); its phase still says Expired.
+    summary_phase = "Consumed" if consumed_by and phase == "Expired" else phase
     status["conditions"] = kstatus_conditions(
-        "Lease", phase, generation, now, status["conditions"], message
+        "Lease", summary_phase, generation, now, status["conditions"], message
     )
     if phase != prev.get("phase"):
         events.extend(_phase_events(verdict))
