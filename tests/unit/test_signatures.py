@@ -354,7 +354,8 @@ def approval(
         (
             approval(signed_at="2026-11-25T08:00:00Z"),
             {},
-            "signedAt 2026-11-25T08:00:00Z is not younger than maxSignatureAgeSeconds 3600; sign again",
+            "signedAt 2026-11-25T08:00:00Z is not younger than maxSignatureAgeSeconds 3600; "
+            "sign again",
         ),
         (
             ("approve.calyx.io/alice", "{}"),
