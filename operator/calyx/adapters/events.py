@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from calyx.adapters.kube import Kube
+from calyx.adapters.kube_api import KubeApi
 from calyx.domain.timefmt import format_k8s_time
 
 log = logging.getLogger("calyx.events")
@@ -24,7 +24,7 @@ COMPONENT = "calyx-operator"
 class EventRecorder:
     """Posts Events about Calyx objects; failures are logged, never fatal (Events are lossy)."""
 
-    def __init__(self, kube: Kube, instance: str = COMPONENT) -> None:
+    def __init__(self, kube: KubeApi, instance: str = COMPONENT) -> None:
         """``instance`` is the replica (its leader-election identity), so ``kubectl events``
         shows which replica made each decision."""
         self.kube = kube
@@ -70,7 +70,7 @@ class EventRecorder:
         }
         log.info("event %s %s/%s %s: %s", type_, ns, meta.get("name"), reason, message)
         try:
-            self.kube.core.create_namespaced_event(ns, body)
+            self.kube.create_event(ns, body)
         except ApiException as exc:  # an Event lost must not stop a rollback
             if exc.status == 409 and name:
                 return  # posted before a crash; the outbox entry is being replayed

@@ -314,3 +314,8 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    # --- Events ---------------------------------------------------------------------------
+    def create_event(self, namespace: str, body: Mapping[str, Any]) -> None:
+        """Post one core/v1 Event; errors (409 for a name already taken) are the caller's."""
+        self.core.create_namespaced_event(namespace, body)

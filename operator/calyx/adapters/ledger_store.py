@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 
 from calyx.adapters.events import EventRecorder
-from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, Obj, is_conflict
+from calyx.adapters.kube import LEASES, ROLLOUTS, Obj, is_conflict
+from calyx.adapters.kube_api import KubeApi
 from calyx.adapters.settings import Settings
 from calyx.domain.canary import MANAGED_BY
 from calyx.domain.ledger import (
@@ -34,7 +35,7 @@ MAX_ATTEMPTS = 20
 class LedgerStore:
     def __init__(
         self,
-        kube: Kube,
+        kube: KubeApi,
         settings: Settings,
         events: EventRecorder | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),

@@ -17,6 +17,11 @@ from pathlib import Path
 from calyx.devenv.controlplane import die_with_parent
 
 OPERATOR_NS = "calyx-system"
+# The end-to-end tests' fault points (tests/support/faults.py): loaded next to the operator only
+# when a test asks for one, from the source checkout this file lives in (docs/testing.md).
+FAULT_ENV = "CALYX_FAULT_EXIT_AFTER"
+FAULT_MODULE = "tests.support.faults"
+CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
@@ -72,18 +77,15 @@ class OperatorProcess:
             "POD_NAME": self.identity,
             **self.extra_env,
         }
+        modules = ["-m", "calyx.handlers.operator"]
+        if env.get(FAULT_ENV):
+            modules += ["-m", FAULT_MODULE]
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(CHECKOUT), env.get("PYTHONPATH")) if p
+            )
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                "--all-namespaces",
-                "-m",
-                "calyx.handlers.operator",
-            ],
+            [sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces", *modules],
             env=env,
             stdout=log,
             preexec_fn=die_with_parent,  # even if we are SIGKILLed

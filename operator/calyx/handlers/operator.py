@@ -52,6 +52,11 @@ class Runtime:
 
 RT = Runtime()
 
+#: Test-only seam, None in production: ``RolloutDeps.faults`` for this process. The end-to-end
+#: harness loads a module of its own next to this one (``kopf run -m calyx.handlers.operator
+#: -m tests.support.faults``) that sets it before startup (docs/testing.md, "Fault points").
+FAULTS: Callable[[str], None] | None = None
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -127,6 +132,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         clock=_utcnow,
         locks=RT.lease.locks,
         analyze=AnalysisRunner(cfg.prometheus_url, tolerance_seconds=cfg.rollout_tick_seconds / 2),
+        faults=FAULTS,
     )
     if cfg.metrics_port:
         try:

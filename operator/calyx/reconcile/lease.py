@@ -16,7 +16,8 @@ from typing import Any
 
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.failure_log import FailureLog
-from calyx.adapters.kube import LEASES, Kube, is_not_found
+from calyx.adapters.kube import LEASES, is_not_found
+from calyx.adapters.kube_api import KubeApi
 from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
@@ -42,7 +43,7 @@ FAILURES = FailureLog(log)
 
 @dataclass
 class LeaseDeps:
-    kube: Kube
+    kube: KubeApi
     events: EventRecorder
     trust: Callable[[], TrustStore]  # raises TrustStoreError
     ledger: Callable[[], Mapping[str, LedgerEntry]]

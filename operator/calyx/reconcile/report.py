@@ -14,7 +14,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from calyx.adapters.kube import Kube, is_conflict
+from calyx.adapters.kube import is_conflict
+from calyx.adapters.kube_api import KubeApi
 from calyx.domain import audit
 from calyx.domain.outbox import ID_KEY, recorded_ids
 from calyx.domain.report import (
@@ -27,7 +28,7 @@ from calyx.domain.report import (
 
 
 def write_report(
-    kube: Kube,
+    kube: KubeApi,
     rollout: Mapping[str, Any],
     lease: Mapping[str, Any] | None,
     entries: Sequence[Mapping[str, Any]],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Any
 
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.failure_log import FailureLog
-from calyx.adapters.kube import LEASES, ROLLOUTS, Kube, error_message, is_not_found
+from calyx.adapters.kube import LEASES, ROLLOUTS, error_message, is_not_found
+from calyx.adapters.kube_api import KubeApi
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
@@ -71,7 +71,7 @@ MAX_PASSES = 12
 
 @dataclass
 class RolloutDeps:
-    kube: Kube
+    kube: KubeApi
     events: EventRecorder
     trust: Callable[[], TrustStore]
     ledger: LedgerStore
@@ -79,6 +79,10 @@ class RolloutDeps:
     locks: KeyedLocks
     # Called on timer ticks only (docs/design.md §Analysis: a timer, never watch events).
     analyze: Callable[[Observed], AnalysisOutcome | None] | None = None
+    # Test-only: called with a point name right after each action succeeds (its kind, e.g.
+    # "CreateCanary") and before announcing a stored decision ("Announce:<reason>"), so a
+    # test can stop the pass there (docs/testing.md, "Fault points"). None in production.
+    faults: Callable[[str], None] | None = None
 
 
 def _reverting(rollout: Mapping[str, Any]) -> bool:
@@ -273,7 +277,7 @@ def _busy_by(
 
 
 def assess_risk(
-    kube: Kube,
+    kube: KubeApi,
     rollout: Mapping[str, Any],
     lease: Mapping[str, Any] | None,
     target: Mapping[str, Any],
@@ -358,7 +362,7 @@ def apply(
         pending(updated.get("status")) or plan.status.get("phase") != prev.get("phase")
     ):
         for entry in pending(updated.get("status")):
-            _fault_point(f"Announce:{entry['reason']}")  # decision stored, not yet announced
+            _fault(deps, f"Announce:{entry['reason']}")  # decision stored, not yet announced
         announce(deps, updated, observed_lease)
 
 
@@ -389,18 +393,10 @@ def announce(
         deps.kube.patch_custom_status(ROLLOUTS, ns, name, {"outbox": None})
 
 
-def _fault_point(kind: str) -> None:
-    """Test-only fault injection: ``CALYX_FAULT_EXIT_AFTER=<ActionKind>`` makes the process
-    die (exit 137, like SIGKILL) right after the first such action, so crash-safety tests can
-    stop the operator at an exact point. A marker file makes it fire once per test."""
-    wanted = os.environ.get("CALYX_FAULT_EXIT_AFTER")
-    marker = os.environ.get("CALYX_FAULT_MARKER")
-    if wanted != kind or not marker or os.path.exists(marker):
-        return
-    with open(marker, "w") as fh:
-        fh.write(kind)
-    log.warning("fault injection: exiting after %s", kind)
-    os._exit(137)
+def _fault(deps: RolloutDeps, point: str) -> None:
+    """A fault point: tell the test's hook (``RolloutDeps.faults``) where this pass is."""
+    if deps.faults is not None:
+        deps.faults(point)
 
 
 def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
@@ -470,7 +466,7 @@ def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
         kube.patch_custom(ROLLOUTS, ns, meta["name"], {"spec": {"paused": action.paused}})
     else:  # pragma: no cover - the planner's Literal type lists every kind
         raise ValueError(f"unknown action {kind}")
-    _fault_point(kind)
+    _fault(deps, kind)
 
 
 def reconcile_rollout(
