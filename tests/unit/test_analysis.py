@@ -122,7 +122,7 @@ def test_accepts_the_pydantic_model() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"intervalSeconds": 1}, "intervalSeconds must be at least 2"),
+        ({"intervalSeconds": 0}, "intervalSeconds must be at least 1"),
         ({"windowSeconds": "30s"}, "windowSeconds must be an integer"),
         ({"failureLimit": 1.5}, "failureLimit must be an integer"),
         ({"failureLimit": True}, "failureLimit must be an integer"),

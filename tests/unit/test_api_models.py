@@ -454,7 +454,7 @@ ROLLOUT_BAD = [
     ("negative soak", _set("tiers.0.soakSeconds", -1), "spec.tiers[0].soakSeconds", "greater"),
     ("float soak", _set("tiers.0.soakSeconds", 1.5), "spec.tiers[0].soakSeconds", "integer"),
     ("bad approval", _set("tiers.1.approval", "manual"), "spec.tiers[1].approval", "'Manual'"),
-    ("interval 1", _set("analysis.intervalSeconds", 1), "spec.analysis.intervalSeconds", "2"),
+    ("interval 0", _set("analysis.intervalSeconds", 0), "spec.analysis.intervalSeconds", "1"),
     ("interval float", _set("analysis.intervalSeconds", 10.0), "intervalSeconds", "integer"),
     ("failureLimit -1", _set("analysis.failureLimit", -1), "spec.analysis.failureLimit", "0"),
     (
@@ -506,7 +506,7 @@ def test_spec_must_be_an_object() -> None:
 def test_all_problems_are_reported() -> None:
     spec = rollout_obj()["spec"]
     spec["tiers"][0]["weight"] = 0
-    spec["analysis"]["intervalSeconds"] = 1
+    spec["analysis"]["intervalSeconds"] = 0
     with pytest.raises(InvalidSpecError) as info:
         parse_rollout_spec(spec)
     assert len(info.value.problems) == 2

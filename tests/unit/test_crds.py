@@ -335,6 +335,6 @@ def test_rollout_defaults_are_visible() -> None:
     assert props["onBreach"]["default"] == "Rollback"
     assert props["analysis"]["default"] == {}
     assert props["analysis"]["properties"]["intervalSeconds"]["default"] == 10
-    assert props["analysis"]["properties"]["intervalSeconds"]["minimum"] == 2
+    assert props["analysis"]["properties"]["intervalSeconds"]["minimum"] == 1
     assert "default" not in props["tiers"]  # from the risk score
     assert isinstance(RolloutSpec.model_fields["tiers"].default, type(None))

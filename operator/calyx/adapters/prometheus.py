@@ -42,6 +42,7 @@ from urllib3.util.retry import Retry
 
 from calyx.adapters.metrics import METRICS, OperatorMetrics
 from calyx.domain.analysis import QueryOutcome
+from calyx.domain.scrape import ScrapeTarget
 
 __all__ = [
     "Labels",
@@ -137,6 +138,9 @@ class PrometheusClient:
         self._pool = ThreadPoolExecutor(
             max_workers=self._max_parallel, thread_name_prefix="calyx-promql"
         )
+        self._targets_lock = threading.Lock()
+        self._targets: list[ScrapeTarget] = []
+        self._targets_at = -math.inf
 
     def __repr__(self) -> str:
         return f"PrometheusClient({self.url!r}, timeout_seconds={self.timeout_seconds})"
@@ -315,12 +319,64 @@ class PrometheusClient:
                 out[key] = outcome
         return out
 
+    def scrape_targets(self, max_age_seconds: float = 1.0) -> list[ScrapeTarget]:
+        """Active targets' last scrape, interval and duration (``/api/v1/targets``), fetched at
+        most once per ``max_age_seconds`` and shared by every Rollout; ``[]`` when unknown (the
+        caller falls back to a free-running clock)."""
+        now = time.monotonic()
+        with self._targets_lock:
+            if now - self._targets_at < max_age_seconds:
+                return self._targets
+        found: list[ScrapeTarget] = []
+        try:
+            resp = self._connect()._session.get(  # the client has no targets API of its own
+                f"{self.url}/api/v1/targets",
+                params={"state": "active"},
+                headers=self._headers or None,
+                timeout=min(self.timeout_seconds, 1.0),
+                verify=not self._disable_ssl,
+            )
+            resp.raise_for_status()
+            for t in resp.json()["data"]["activeTargets"]:
+                if t.get("health") != "up" or not t.get("lastScrape"):
+                    continue
+                found.append(
+                    ScrapeTarget(
+                        last_scrape=parse_prometheus_time(t["lastScrape"]),
+                        interval_seconds=_duration_seconds(t.get("scrapeInterval", "")),
+                        duration_seconds=float(t.get("lastScrapeDuration") or 0.0),
+                    )
+                )
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            found = []
+        with self._targets_lock:
+            self._targets, self._targets_at = found, now
+        return found
+
     def close(self) -> None:
         """Close this thread's HTTP session (other threads' sessions close with them)."""
         conn: PrometheusConnect | None = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration_seconds(text: str) -> float:
+    """Prometheus duration (``1s``, ``1m30s``, ``500ms``) in seconds; 0 when unparseable."""
+    return sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(text or ""))
+
+
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_prometheus_time(text: str) -> datetime:
+    """RFC 3339 with up to nanoseconds, as Prometheus writes ``lastScrape``."""
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6], text.replace("Z", "+00:00"), count=1)
+    return datetime.fromisoformat(text)
 
 
 def _single(result: Any, seconds: float) -> QueryOutcome:

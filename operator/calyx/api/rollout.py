@@ -71,7 +71,7 @@ RollbackTrigger = Literal[
 # CRD schema), and calyx.domain.analysis applies them in code to a Rollout read without the
 # schema (docs/api.md, "Defaults"; docs/architecture.md, "Who owns each default").
 DEFAULT_INTERVAL_SECONDS: Final = 10
-MIN_INTERVAL_SECONDS: Final = 2
+MIN_INTERVAL_SECONDS: Final = 1
 DEFAULT_WINDOW_SECONDS: Final = 30
 DEFAULT_FAILURE_LIMIT: Final = 1
 DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS: Final = 120
@@ -218,7 +218,8 @@ class Analysis(SpecModel):
     interval_seconds: Annotated[int, Field(ge=MIN_INTERVAL_SECONDS, le=3600)] = (
         DEFAULT_INTERVAL_SECONDS
     )
-    """Seconds between evaluations (minimum 2). Bounds breach detection time."""
+    """Seconds between evaluations (minimum 1). Bounds breach detection time; evaluations are
+    aligned to just after Prometheus's scrapes land (docs/analysis.md, "Scrape-aligned")."""
 
     window_seconds: Annotated[int, Field(ge=1, le=86400)] = DEFAULT_WINDOW_SECONDS
     """PromQL range window (`{{ window }}`) in seconds."""

@@ -32,6 +32,7 @@ from calyx.domain.analysis import (
 from calyx.domain.batch import PodVector, batch_queries, combine
 from calyx.domain.promql import BUILTIN_METRICS, BuiltinMetric, TemplateError, template_vars
 from calyx.domain.rollout_plan import AnalysisOutcome, Event, Observed
+from calyx.domain.scrape import due_at
 from calyx.domain.timefmt import format_time_ms, parse_stamp
 
 log = logging.getLogger("calyx.analysis")
@@ -63,9 +64,16 @@ class AnalysisRunner:
         # the next one would stretch every interval by a tick.
         self.tolerance = tolerance_seconds
 
-    def _due(self, status: Mapping[str, Any], interval: int, now: dt.datetime) -> bool:
+    def _due(
+        self, status: Mapping[str, Any], interval: int, now: dt.datetime, url: str | None = None
+    ) -> bool:
+        """Due at the first scrape landing after ``interval`` has elapsed since the last
+        evaluation (docs/analysis.md, "Scrape-aligned"); on a free-running clock when
+        Prometheus's targets are unknown."""
         last = parse_stamp((status.get("lastAnalysis") or {}).get("time"))
-        return last is None or (now - last).total_seconds() >= interval - self.tolerance
+        targets = self.client(url).scrape_targets() if url and last is not None else []
+        when = due_at(last, interval, targets, self.tolerance)
+        return when is None or now >= when
 
     def prepare(self, bodies: Sequence[Mapping[str, Any]], now: dt.datetime) -> None:
         """Before a timer sweep: fetch every due Rollout's default metrics with one grouped
@@ -89,9 +97,9 @@ class AnalysisRunner:
                 continue
             # Every analysed Rollout's namespace goes into the groups (a Rollout coming due
             # while a slow sweep runs finds its share too); one due Rollout is enough to query.
-            any_due = any_due or self._due(status, settings.interval_seconds, now)
-            shortest = min(shortest, float(settings.interval_seconds))
             url = settings.prometheus_url or self.default_url
+            any_due = any_due or self._due(status, settings.interval_seconds, now, url)
+            shortest = min(shortest, float(settings.interval_seconds))
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)
@@ -202,11 +210,11 @@ class AnalysisRunner:
             return None
         settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
         last = status.get("lastAnalysis") or {}
-        if not self._due(status, settings.interval_seconds, o.now):
+        url = settings.prometheus_url or self.default_url
+        if not self._due(status, settings.interval_seconds, o.now, url):
             return None
         meta = o.rollout["metadata"]
         target = (status.get("target") or {}).get("name") or o.target["metadata"]["name"]
-        url = settings.prometheus_url or self.default_url
         client = self.client(url)
         variables = template_vars(meta["namespace"], target, settings.window_seconds)
         state = AnalysisState.from_status(last.get("state"))
