@@ -74,7 +74,8 @@ def trial(env: Env, args: argparse.Namespace, run_id: str, idx: int) -> dict[str
 
         def rolled_back() -> dict[str, Any] | None:
             st = env.rollout(ns).get("status") or {}
-            return st if st.get("phase") in ("RollingBack", "RolledBack") else None
+            reverted = (st.get("rollback") or {}).get("revertedAt")
+            return st if st.get("phase") in ("RollingBack", "RolledBack") and reverted else None
 
         st = env.wait("rollback", rolled_back, args.after + 60, 0.1)
     finally:

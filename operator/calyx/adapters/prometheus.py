@@ -141,6 +141,7 @@ class PrometheusClient:
         self._targets_lock = threading.Lock()
         self._targets: list[ScrapeTarget] = []
         self._targets_at = -math.inf
+        self._targets_inflight = False
 
     def __repr__(self) -> str:
         return f"PrometheusClient({self.url!r}, timeout_seconds={self.timeout_seconds})"
@@ -320,20 +321,26 @@ class PrometheusClient:
         return out
 
     def scrape_targets(self, max_age_seconds: float = 1.0) -> list[ScrapeTarget]:
-        """Active targets' last scrape, interval and duration (``/api/v1/targets``), fetched at
-        most once per ``max_age_seconds`` and shared by every Rollout; ``[]`` when unknown (the
-        caller falls back to a free-running clock)."""
+        """Active targets' last scrape, interval and duration (``/api/v1/targets``), refreshed
+        in the background at most once per ``max_age_seconds`` and shared by every Rollout.
+        Never blocks: a hung Prometheus must not delay the evaluations that declare it NoData.
+        ``[]`` when unknown (the caller falls back to a free-running clock)."""
         now = time.monotonic()
         with self._targets_lock:
-            if now - self._targets_at < max_age_seconds:
-                return self._targets
+            stale = now - self._targets_at >= max_age_seconds
+            if stale and not self._targets_inflight:
+                self._targets_inflight = True
+                self._pool.submit(self._refresh_targets)
+            return self._targets
+
+    def _refresh_targets(self) -> None:
         found: list[ScrapeTarget] = []
         try:
             resp = self._connect()._session.get(  # the client has no targets API of its own
                 f"{self.url}/api/v1/targets",
                 params={"state": "active"},
                 headers=self._headers or None,
-                timeout=min(self.timeout_seconds, 1.0),
+                timeout=self.timeout_seconds,
                 verify=not self._disable_ssl,
             )
             resp.raise_for_status()
@@ -350,8 +357,8 @@ class PrometheusClient:
         except (requests.RequestException, ValueError, KeyError, TypeError):
             found = []
         with self._targets_lock:
-            self._targets, self._targets_at = found, now
-        return found
+            self._targets, self._targets_at = found, time.monotonic()
+            self._targets_inflight = False
 
     def close(self) -> None:
         """Close this thread's HTTP session (other threads' sessions close with them)."""

@@ -70,10 +70,24 @@ class AnalysisRunner:
         """Due at the first scrape landing after ``interval`` has elapsed since the last
         evaluation (docs/analysis.md, "Scrape-aligned"); on a free-running clock when
         Prometheus's targets are unknown."""
+        when = self._due_time(status, interval, url)
+        return when is None or now >= when
+
+    def _due_time(
+        self, status: Mapping[str, Any], interval: int, url: str | None
+    ) -> dt.datetime | None:
         last = parse_stamp((status.get("lastAnalysis") or {}).get("time"))
         targets = self.client(url).scrape_targets() if url and last is not None else []
-        when = due_at(last, interval, targets, self.tolerance)
-        return when is None or now >= when
+        return due_at(last, interval, targets, self.tolerance)
+
+    def next_due(self, o: Observed) -> dt.datetime | None:
+        """When ``o``'s next evaluation is due (None: now), by the rule ``__call__`` applies:
+        the timer sweep skips a quiet Rollout until then (docs/architecture.md)."""
+        if o.spec is None:
+            return None
+        settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
+        url = settings.prometheus_url or self.default_url
+        return self._due_time(o.rollout.get("status") or {}, settings.interval_seconds, url)
 
     def prepare(self, bodies: Sequence[Mapping[str, Any]], now: dt.datetime) -> None:
         """Before a timer sweep: fetch every due Rollout's default metrics with one grouped
@@ -269,7 +283,9 @@ class AnalysisRunner:
         if decision.action in ("rollback", "pause") and decision.cause == "breach":
             breach_at = self._breach_start(client, settings, queries, decision, state, now)
         return AnalysisOutcome(
-            status=decision.to_status(),
+            # The schedule runs from when the queries were sent, not from when a hung server
+            # let go: otherwise every wait would stretch the interval (docs/analysis.md).
+            status={**decision.to_status(), "time": format_time_ms(o.now)},
             action=decision.action,
             message=decision.reason,
             breach_at=format_time_ms(breach_at) if breach_at else None,
