@@ -255,7 +255,7 @@ def test_a_second_rollout_citing_a_consumed_lease_fails() -> None:
 def test_deletion_rolls_back_first_then_releases_the_finalizer() -> None:
     w = World()
     w.run()
-    w.rollout["metadata"]["deletionTimestamp"] = "2026-11-25T10:01:00Z"
+    w.delete_rollout()  # kubectl delete: held by the finalizer
     w.run()
     assert w.canary is None
     assert w.rollout["status"]["rollback"]["trigger"] == "Deleted"
@@ -432,13 +432,10 @@ def test_post_deploy_job_timeout_rolls_back_and_deletes_the_job() -> None:
 
 
 def test_high_risk_without_spec_tiers_needs_approval_for_every_tier() -> None:
-    w = World(tiers=[])
+    # latest-tag 30 + two rollbacks of this target this week 30 + analysis-optional 15 = 75
+    w = World(tiers=[], image="reg/checkout:latest")
     del w.rollout["spec"]["tiers"]
-    w.risk = {
-        "score": 80,
-        "level": "High",
-        "factors": [{"name": "latest-tag", "points": 30, "detail": "app uses :latest"}],
-    }
+    w.recent_rollbacks(2)
     w.run()
     st = w.rollout["status"]
     assert st["risk"]["level"] == "High"
@@ -447,7 +444,10 @@ def test_high_risk_without_spec_tiers_needs_approval_for_every_tier() -> None:
     w.approve("alice", 5)
     w.run()
     assert w.phase == "Progressing" and w.canary_replicas() == 1
-    w.risk = {"score": 0, "level": "Low", "factors": []}  # risk is fixed once stored
+    w.forget_rollbacks()  # risk is fixed once stored: a fresh assessment would now be Medium
+    from calyx.reconcile.rollout import assess_risk
+
+    assert assess_risk(w.fake, w.rollout, w.lease, w.target, 5, w.now)["level"] == "Medium"
     w.run()
     assert w.rollout["status"]["risk"]["level"] == "High"
 

@@ -27,8 +27,9 @@ def _rewrite_snapshot(w: World) -> None:
     doc = json.loads(w.snapshot["data"][SNAPSHOT_KEY])
     doc["spec"]["template"]["spec"]["containers"][0]["image"] = EVIL
     doc["templateSha256"] = sha256_of(doc["spec"]["template"])
-    w.snapshot = copy.deepcopy(w.snapshot)
-    w.snapshot["data"][SNAPSHOT_KEY] = json.dumps(doc)
+    forged = copy.deepcopy(w.snapshot)
+    forged["data"][SNAPSHOT_KEY] = json.dumps(doc)
+    w.snapshot = forged  # deleted and created again: the ConfigMap is immutable
 
 
 def test_rewritten_snapshot_is_never_restored_and_fails_the_rollout() -> None:
@@ -117,7 +118,7 @@ def test_deleting_a_stuck_rollback_lets_go() -> None:
     for _ in range(5):
         w.run()
         w.advance(1)
-    w.rollout["metadata"]["deletionTimestamp"] = "2026-11-25T10:01:00Z"
+    w.delete_rollout()  # kubectl delete: held by the finalizer
     w.run()
     assert "calyx.io/rollback" not in w.rollout["metadata"]["finalizers"]
     assert w.reasons().count("RollbackAbandoned") == 1
