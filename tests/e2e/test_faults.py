@@ -24,9 +24,11 @@ feed docs/operations.md, "Outages").
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import time
 import urllib.parse
 from collections import Counter
@@ -61,6 +63,7 @@ QUIET = "logging during API outages: issue 12 part 5"
 # Tiers: the first soaks long enough for an outage to land in it; the second is short.
 SOAK_TIERS = [{"weight": 5, "soakSeconds": 20}, {"weight": 25, "soakSeconds": 4}, {"weight": 100}]
 FAST_TIERS = [{"weight": 5, "soakSeconds": 4}, {"weight": 25, "soakSeconds": 4}, {"weight": 100}]
+KILL_TIERS = [{"weight": 5, "soakSeconds": 12}, {"weight": 25, "soakSeconds": 4}, {"weight": 100}]
 HOLD_TIERS = [{"weight": 5, "soakSeconds": 4}, {"weight": 25, "soakSeconds": 600}, {"weight": 100}]
 
 
@@ -99,7 +102,8 @@ def proxied_operator(
     kubeconfig = write_proxied_kubeconfig(
         calyx_crds.kubeconfig, tmp_path / "proxied.kubeconfig", api_proxy
     )
-    op = OperatorProcess(kubeconfig, tmp_path)
+    # faulthandler: a stuck operator is dumped (every thread's stack) when a scenario times out
+    op = OperatorProcess(kubeconfig, tmp_path, env={"PYTHONFAULTHANDLER": "1"})
     op.start()
     try:
         yield op
@@ -186,9 +190,16 @@ class FaultRig(Rig):
         assert_only_signed_templates(self.cluster, self.kube, self.ns)
 
     def assert_announced_once(
-        self, outcome: str, promoted: int, breaches: int | None = 0, no_data: int | None = None
+        self,
+        outcome: str,
+        promoted: int,
+        breaches: int | None = 0,
+        no_data: tuple[float, int] | None = None,
     ) -> None:
-        """Each decision announced exactly once, as an Event and as an audit record."""
+        """Each decision announced exactly once, as an Event and as an audit record.
+
+        ``no_data=(since, n)``: n NoData streaks began at or after ``since`` (epoch seconds);
+        a canary's first evaluations often have no series yet, a streak of its own."""
         expected = {"DeployStarted": 1, "CanaryPromoted": promoted}
         if outcome == "Completed":
             expected |= {"DeployCompleted": 1, "RolledBack": 0, "RollbackComplete": 0}
@@ -196,14 +207,25 @@ class FaultRig(Rig):
             expected |= {"DeployCompleted": 0, "RolledBack": 1, "RollbackComplete": 1}
         if breaches is not None:
             expected["ThresholdBreached"] = breaches  # one per streak
+        since = 0.0
         if no_data is not None:
-            expected["NoData"] = no_data
+            since, expected["NoData"] = no_data
+
+        def counted(reason: str, when: str | None) -> bool:
+            return reason != "NoData" or (when is not None and epoch(when) >= since)
 
         def counts() -> tuple[Counter[str], Counter[str]]:
-            events = Counter(e["reason"] for e in events_for(self.kube, self.ns, "r1"))
+            events = Counter(
+                e["reason"]
+                for e in events_for(self.kube, self.ns, "r1")
+                if counted(e["reason"], e.get("firstTimestamp") or e.get("eventTime"))
+            )
             cm = self.kube.get_configmap(self.ns, "r1-report") or {}
             chain = parse_jsonl(((cm.get("data") or {}).get(AUDIT_KEY)) or "")
-            return events, Counter(str(r.get("reason")) for r in chain)
+            records = Counter(
+                str(r.get("reason")) for r in chain if counted(str(r.get("reason")), r.get("time"))
+            )
+            return events, records
 
         def wrong() -> dict[str, dict[str, int]]:
             events, records = counts()
@@ -239,9 +261,20 @@ class FaultRig(Rig):
         except AssertionError as exc:
             st = self.status()
             raise AssertionError(
-                f"{exc}; phase={st.get('phase')} message={st.get('message')}"
+                f"{exc}; phase={st.get('phase')} message={st.get('message')} "
+                f"lastAnalysis={st.get('lastAnalysis')}; proxy {self.proxy.mode}, "
+                f"{self.proxy.connections} connections, {self.proxy.stats}\n{self.dump_operator()}"
             ) from None
         return self.status()
+
+    def dump_operator(self) -> str:
+        """The operator's last log lines and, if it is still running, every thread's stack
+        (SIGABRT with faulthandler on: it dies, the scenario has failed anyway)."""
+        if self.op.proc is not None and self.op.alive():
+            os.kill(self.op.proc.pid, signal.SIGABRT)
+            with contextlib.suppress(Exception):
+                self.op.proc.wait(10)
+        return "\n".join(self.log_lines()[-120:])
 
 
 def stamp(t: float) -> str:
@@ -328,6 +361,9 @@ def test_api_gone_during_tier_soak(rig: FaultRig, how: str, seconds: int) -> Non
     rig.record({"how": how, "outage_s": round(back - down, 1), "resume_s": round(resume_s, 2)})
     rig.record({"heal_to_completed_s": round(done - back, 1)})
     assert [t["result"] for t in st["tiers"]] == ["Passed", "Passed", "Passed"]
+    # the outage is a gap in the soak, not soaked time (docs/analysis.md)
+    gaps = st["tiers"][0].get("analysisGaps") or []
+    assert any(g["seconds"] >= (back - down) - 5 for g in gaps), gaps
     rig.assert_safe()
     rig.assert_announced_once("Completed", promoted=2, no_data=None)
 
@@ -426,6 +462,36 @@ def test_api_gone_during_rollback(rig: FaultRig, how: str, seconds: int) -> None
 
 
 # ------------------------------------------------------------------------------------------------
+# the operator itself gone
+
+
+def test_operator_down_30s_during_tier_soak(rig: FaultRig) -> None:
+    """SIGKILL of the operator mid-soak, a new process 30 s later: it resumes from the cluster
+    (the outage is a soak gap), completes, and announces each decision once."""
+    rig.start(tiers=SOAK_TIERS)
+    wait_soaking(rig, 5)
+    rig.op.kill()
+    down = time.time()
+    time.sleep(30)
+    rig.op.start()
+    back = time.time()
+    resume_s = rig.first_write_after(back)
+    st = rig.wait_end("Completed")
+    rig.record(
+        {
+            "how": "operator SIGKILL",
+            "outage_s": round(back - down, 1),
+            "start_to_first_write_s": round(resume_s, 2),
+            "heal_to_completed_s": round(time.time() - back, 1),
+        }
+    )
+    gaps = st["tiers"][0].get("analysisGaps") or []
+    assert any(g["seconds"] >= (back - down) - 5 for g in gaps), gaps
+    rig.assert_safe()
+    rig.assert_announced_once("Completed", promoted=2, no_data=None)
+
+
+# ------------------------------------------------------------------------------------------------
 # logging while the API server is down
 
 
@@ -468,7 +534,10 @@ def test_prometheus_hung_mid_tier_rolls_back_on_time(rig: FaultRig) -> None:
     """SIGSTOP: every query hangs. NoData from the first unanswered query; the revert once
     no data has lasted rollbackAfterSeconds, within one interval of that (docs/analysis.md)."""
     after, interval = 10, 2
-    rig.start(tiers=HOLD_TIERS, analysis={"noData": {"rollbackAfterSeconds": after}})
+    rig.start(
+        tiers=[{"weight": 5, "soakSeconds": 600}, {"weight": 100}],
+        analysis={"noData": {"rollbackAfterSeconds": after}},
+    )
     wait_soaking(rig, 5)
     pid = prometheus_pid(rig.prom)
     pause(pid)
@@ -498,21 +567,21 @@ def test_prometheus_hung_mid_tier_rolls_back_on_time(rig: FaultRig) -> None:
             f"hang to revert {hang_to_revert:.1f} s (goal {after + interval} s), "
             f"revertSeconds {rb.get('revertSeconds')}"
         )
-    rig.assert_announced_once("RolledBack", promoted=0, breaches=0, no_data=1)
+    rig.assert_announced_once("RolledBack", promoted=0, breaches=0, no_data=(hung, 1))
 
 
 def test_prometheus_killed_mid_tier_holds_then_completes(rig: FaultRig) -> None:
     """SIGKILL (connection refused at once): the tier holds without data and never advances;
     Prometheus restarted on the same port and data within rollbackAfterSeconds, the analysis
     passes again and the rollout completes."""
-    rig.start(tiers=FAST_TIERS, analysis={"noData": {"rollbackAfterSeconds": 60}})
+    rig.start(tiers=KILL_TIERS, analysis={"noData": {"rollbackAfterSeconds": 60}})
     wait_soaking(rig, 5)
     kill_prometheus(rig.prom)
     killed = time.time()
     try:
         rig.wait_verdict("NoData", timeout=20)
         nodata_s = time.time() - killed
-        time.sleep(8)  # twice the soak: without data the tier must not advance
+        time.sleep(12)  # a whole soak: without data the tier must not advance
         st = rig.status()
         assert st["phase"] == "Progressing" and st["currentWeight"] == 5, st.get("message")
     finally:
@@ -529,7 +598,7 @@ def test_prometheus_killed_mid_tier_holds_then_completes(rig: FaultRig) -> None:
         }
     )
     rig.assert_safe()
-    rig.assert_announced_once("Completed", promoted=2, breaches=0, no_data=1)
+    rig.assert_announced_once("Completed", promoted=2, breaches=0, no_data=(killed, 1))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -344,7 +344,7 @@ class FaultProxy:
             for pipe in conn.pipes:
                 if conn.closed:
                     break
-                if pipe.src.fileno() in ready_r:
+                if not pipe.eof_read and pipe.src.fileno() in ready_r:
                     self._read(conn, pipe, now)
                 if not conn.closed and pipe.dst.fileno() in ready_w:
                     self._write(conn, pipe, time.monotonic())
