@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from calyx.adapters.kube_api import KubeApi
+from calyx.domain.outbox import event_name
 from calyx.domain.timefmt import format_k8s_time
 
 log = logging.getLogger("calyx.events")
@@ -29,6 +30,17 @@ class EventRecorder:
         shows which replica made each decision."""
         self.kube = kube
         self.instance = instance
+
+    def emit_entry(self, obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
+        """Post an outbox entry's Event under its fixed name (docs/audit.md, "Outbox")."""
+        name = str((obj.get("metadata") or {}).get("name"))
+        self.emit(
+            obj,
+            str(entry["type"]),
+            str(entry["reason"]),
+            str(entry["message"]),
+            name=event_name(name, entry),
+        )
 
     def emit(
         self,

@@ -11,10 +11,11 @@ repeat is refused by the API server as AlreadyExists) and the audit record carri
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from calyx.api.common import OUTBOX_MAX_ITEMS
+from calyx.domain import audit
 
 OUTBOX = "outbox"
 ID_KEY = "outboxId"
@@ -79,3 +80,20 @@ def recorded_ids(chain: Iterable[Mapping[str, Any]]) -> set[str]:
         if isinstance(data, Mapping) and data.get(ID_KEY):
             out.add(str(data[ID_KEY]))
     return out
+
+
+def audit_record(
+    chain: Sequence[Mapping[str, Any]], entry: Mapping[str, Any], obj: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The entry's audit record after ``chain``: stamped with the decision's time and tagged
+    with the entry id, so a replay produces the same record and is recognised."""
+    return audit.append(
+        chain,
+        time=str(entry["time"]),
+        event=entry.get("audit") or None,
+        reason=str(entry["reason"]),
+        type=str(entry["type"]),
+        obj=obj,
+        message=str(entry["message"]),
+        data={ID_KEY: entry["id"]},
+    )

@@ -29,8 +29,7 @@ from calyx.domain.lease_plan import (
     previously_accepted,
 )
 from calyx.domain.ledger import LedgerEntry
-from calyx.domain.outbox import ID_KEY, enqueue, pending
-from calyx.domain.outbox import event_name as outbox_event_name
+from calyx.domain.outbox import audit_record, enqueue, pending
 from calyx.domain.timefmt import format_time
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
@@ -191,25 +190,10 @@ def announce_lease(deps: LeaseDeps, lease: Mapping[str, Any], out: Any = None) -
     )
     stream = out or sys.stdout
     for entry in entries:
-        record = audit.append(
-            chain,
-            time=str(entry["time"]),
-            event=entry.get("audit") or None,
-            reason=str(entry["reason"]),
-            type=str(entry["type"]),
-            obj=lease,
-            message=str(entry["message"]),
-            data={ID_KEY: entry["id"]},
-        )
+        record = audit_record(chain, entry, lease)
         print(audit.log_line(record), file=stream, flush=True)
         chain = [record]
-        deps.events.emit(
-            lease,
-            str(entry["type"]),
-            str(entry["reason"]),
-            str(entry["message"]),
-            name=outbox_event_name(name, entry),
-        )
+        deps.events.emit_entry(lease, entry)
     try:
         deps.kube.patch_custom_status(
             LEASES,

@@ -17,7 +17,7 @@ from typing import Any
 from calyx.adapters.kube import is_conflict
 from calyx.adapters.kube_api import KubeApi
 from calyx.domain import audit
-from calyx.domain.outbox import ID_KEY, recorded_ids
+from calyx.domain.outbox import audit_record, recorded_ids
 from calyx.domain.report import (
     AUDIT_KEY,
     build_report,
@@ -53,18 +53,7 @@ def write_report(
         for ev in entries:
             if ev["id"] in done:  # recorded by a pass that died before clearing the outbox
                 continue
-            new.append(
-                audit.append(
-                    chain + new,
-                    time=str(ev["time"]),
-                    event=ev.get("audit") or None,
-                    reason=str(ev["reason"]),
-                    type=str(ev["type"]),
-                    obj=rollout,
-                    message=str(ev["message"]),
-                    data={ID_KEY: ev["id"]},
-                )
-            )
+            new.append(audit_record(chain + new, ev, rollout))
         chain = chain + new
         report_json, report_md = build_report(rollout=rollout, lease=lease, chain=chain, now=now)
         body = configmap_body(rollout, configmap_data(report_json, report_md, chain))

@@ -40,7 +40,6 @@ from calyx.domain.canary import (
 )
 from calyx.domain.lease_plan import previously_accepted
 from calyx.domain.ledger import LedgerEntry
-from calyx.domain.outbox import event_name as outbox_event_name
 from calyx.domain.outbox import pending
 from calyx.domain.replay import replay_holders
 from calyx.domain.risk import assess, recommended_tiers
@@ -382,13 +381,7 @@ def announce(
         recorded = False
         log.warning("%s/%s: writing the report failed: %s", ns, name, error_message(exc))
     for entry in entries:
-        deps.events.emit(
-            rollout,
-            str(entry["type"]),
-            str(entry["reason"]),
-            str(entry["message"]),
-            name=outbox_event_name(name, entry),
-        )
+        deps.events.emit_entry(rollout, entry)
     if entries and recorded:
         deps.kube.patch_custom_status(ROLLOUTS, ns, name, {"outbox": None})
 
