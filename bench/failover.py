@@ -286,7 +286,7 @@ def write_doc(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=20, help="leaders SIGKILLed (default 20)")
-    p.add_argument("--max-delay", type=float, default=12.0, help="kill within this many s")
+    p.add_argument("--max-delay", type=float, default=8.0, help="kill within this many s")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="write every trial here")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/performance.md")
