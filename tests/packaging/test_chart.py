@@ -39,8 +39,14 @@ EXPECTED_RBAC = {
         (CLUSTER, "apiextensions.k8s.io", "customresourcedefinitions", v, ())
         for v in ("list", "watch")
     ),
-    *((CLUSTER, "", "configmaps", v, ()) for v in ("get", "create", "update", "delete")),
-    *((CLUSTER, "apps", "deployments", v, ()) for v in ("get", "create", "patch", "delete")),
+    *(
+        (CLUSTER, "", "configmaps", v, ())
+        for v in ("get", "list", "watch", "create", "update", "delete")
+    ),
+    *(
+        (CLUSTER, "apps", "deployments", v, ())
+        for v in ("get", "list", "watch", "create", "patch", "delete")
+    ),
     (CLUSTER, "", "pods", "deletecollection", ()),
     *((CLUSTER, "batch", "jobs", v, ()) for v in ("get", "create", "delete")),
     (CLUSTER, "", "events", "create", ()),

@@ -39,6 +39,8 @@ class ConfigMapCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = FailureLog(log)
+        # Counts changes of the content: part of a Rollout's change token (reconcile/quiet.py).
+        self.version = 0
 
     def get(self) -> Obj | None:
         """Current content; a direct GET until the watch has delivered a first state."""
@@ -51,6 +53,8 @@ class ConfigMapCache:
         with self._lock:
             changed = not self._loaded or obj != self._obj
             self._obj, self._loaded = obj, True
+            if changed:
+                self.version += 1
         if changed and self.on_change is not None:
             try:
                 self.on_change(obj)

@@ -45,6 +45,9 @@ class Settings:
     # How often the leader renews and a standby looks at the Lease.
     leader_retry_seconds: float = 2.0
     leader_identity: str = field(default_factory=default_identity)
+    # Reads from watch-fed caches instead of a GET each (docs/architecture.md, "Caches"); off
+    # only to compare, or to rule the caches out when chasing a bug.
+    watch_cache: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -74,6 +77,8 @@ class Settings:
                 e.get("CALYX_LEADER_RETRY_SECONDS", str(d.leader_retry_seconds))
             ),
             leader_identity=e.get("POD_NAME") or d.leader_identity,
+            watch_cache=e.get("CALYX_WATCH_CACHE", "true").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
 
     def __post_init__(self) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
 from calyx import __version__
+from calyx.adapters.cache import CachedKube
 from calyx.adapters.cm_watch import ConfigMapCache
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import GROUP, LEASES, ROLLOUTS, VERSION, Kube, api_client
@@ -47,6 +48,7 @@ class Runtime:
     lease: LeaseDeps
     rollout: RolloutDeps
     leader: LeaderElector | None = None
+    cache: CachedKube | None = None
     background: list[Any]
 
 
@@ -82,6 +84,8 @@ def _leadership_changed(holds: bool) -> None:
     if not holds:  # a standby's gauges must not add to the leader's in a sum() over replicas
         METRICS.set_rollouts_by_phase({})
     log.info("this replica is %s", "the leader: reconciling" if holds else "a standby: idle")
+    if holds and RT.cache is not None:  # a standby's watch may have been cut without a sign
+        RT.cache.resync()
 
 
 @kopf.on.startup()
@@ -112,7 +116,9 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     RT.leader.step()  # a free Lease, or our own after a restart in place: lead from the start
     RT.leader.start()
-    kube = Kube(_client(agent), fence=RT.leader)
+    # Reads come from watch-fed caches (docs/architecture.md, "Caches"); the CLI keeps Kube.
+    RT.cache = CachedKube(_client(agent), fence=RT.leader) if cfg.watch_cache else None
+    kube = RT.cache or Kube(_client(agent), fence=RT.leader)
     where = f"{cfg.namespace}/{cfg.trust_configmap}"
     trust_cache = ConfigMapCache(kube, cfg.namespace, cfg.trust_configmap)
     ledger_cache = ConfigMapCache(kube, cfg.namespace, cfg.ledger_configmap)
@@ -133,6 +139,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         locks=RT.lease.locks,
         analyze=AnalysisRunner(cfg.prometheus_url, tolerance_seconds=cfg.rollout_tick_seconds / 2),
         faults=FAULTS,
+        changes=_change_token(RT.cache, cfg.namespace, trust_cache),
     )
     if cfg.metrics_port:
         try:
@@ -151,7 +158,8 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         cfg.rollout_tick_seconds,
         _when_leading(lambda: reconcile_all_rollouts(RT.rollout, pool=pool)),
     )
-    RT.background = [trust_cache, ledger_cache, sweeper, rollout_sweeper]
+    parts = (RT.cache, trust_cache, ledger_cache, sweeper, rollout_sweeper)
+    RT.background = [part for part in parts if part is not None]
     for part in RT.background:
         part.start()
     log.info(
@@ -160,6 +168,16 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         cfg.leader_identity,
         "leader" if leading() else f"standby: Lease held by {RT.leader.leader}",
     )
+
+
+def _change_token(
+    cache: CachedKube | None, home: str, trust: ConfigMapCache
+) -> Callable[[str], Hashable] | None:
+    """What moves when anything a pass of a Rollout in a namespace reads changes: that
+    namespace's cached objects, the operator namespace's (the ledger) and the trust store."""
+    if cache is None:
+        return None
+    return lambda ns: (cache.change_token(ns), cache.change_token(home), trust.version)
 
 
 def _client(agent: str) -> Any:
@@ -201,6 +219,8 @@ def cleanup(**_: Any) -> None:
 def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type != "DELETED" and leading():
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        if RT.cache is not None:  # the pass must read at least this version
+            RT.cache.observe(LEASES, body)
         try:
             reconcile_lease(RT.lease, dict(body))
         except Exception as exc:  # the sweep retries; one line per state change, no spam
@@ -211,8 +231,11 @@ def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type != "DELETED" and leading():
         meta = body["metadata"]
+        if RT.cache is not None:  # the pass must read at least this version
+            RT.cache.observe(ROLLOUTS, body)
         try:
-            reconcile_rollout(RT.rollout, meta["namespace"], meta["name"])
+            # lazy: the echo of the operator's own write changes nothing (reconcile/quiet.py)
+            reconcile_rollout(RT.rollout, meta["namespace"], meta["name"], lazy=True)
         except Exception as exc:  # the sweep retries; one line per state change, no spam
             key = f"{meta['namespace']}/{meta['name']}"
             ROLLOUT_FAILURES.failed(key, f"rollout {key}", exc)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from calyx.adapters.events import EventRecorder
@@ -58,7 +58,9 @@ from calyx.domain.rollout_plan import (
 from calyx.domain.timefmt import format_time_ms, parse_stamp
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
+from calyx.domain.wake import next_due
 from calyx.reconcile.locks import KeyedLocks
+from calyx.reconcile.quiet import QuietBook
 from calyx.reconcile.report import write_report
 from calyx.reconcile.status import status_patch
 
@@ -82,6 +84,11 @@ class RolloutDeps:
     # "CreateCanary") and before announcing a stored decision ("Announce:<reason>"), so a
     # test can stop the pass there (docs/testing.md, "Fault points"). None in production.
     faults: Callable[[str], None] | None = None
+    # The change token of everything a pass of a Rollout in a namespace reads (the watch
+    # caches': CachedKube.change_token); with it, passes with nothing new and nothing due are
+    # skipped (reconcile/quiet.py). None: every pass runs.
+    changes: Callable[[str], Hashable] | None = None
+    quiet: QuietBook = field(default_factory=QuietBook)
 
 
 def _reverting(rollout: Mapping[str, Any]) -> bool:
@@ -462,20 +469,45 @@ def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
     _fault(deps, kind)
 
 
+def _token(deps: RolloutDeps, namespace: str) -> Hashable | None:
+    return deps.changes(namespace) if deps.changes is not None else None
+
+
+def _quiet_until(deps: RolloutDeps, o: Observed) -> dt.datetime | None:
+    """Until when a Rollout whose pass just planned nothing may be skipped (domain/wake.py),
+    less half a timer tick: a skipped tick must never be the one an evaluation was due on."""
+    runner_due = getattr(deps.analyze, "next_due", None)
+    try:
+        due = next_due(o, (lambda: runner_due(o)) if runner_due is not None else None)
+        tolerance = float(getattr(deps.analyze, "tolerance", 0.0) or 0.0)
+    except Exception:  # an optimisation only: when in doubt, run the next pass
+        log.debug("no due time for %s", o.rollout["metadata"].get("name"), exc_info=True)
+        return None
+    return due - dt.timedelta(seconds=tolerance) if due is not None else None
+
+
 def reconcile_rollout(
     deps: RolloutDeps,
     namespace: str,
     name: str,
     tick: bool = False,
+    lazy: bool = False,
 ) -> None:
     """Run passes until the plan is empty; analysis (when due) only on the first, timer pass.
 
     Takes names, not a body: every pass re-reads the Rollout inside the lock, because a copy
-    from a watch event or a listing may predate another pass's writes."""
-    with deps.locks.hold(f"rollout/{namespace}/{name}"):
+    from a watch event or a listing may predate another pass's writes. ``lazy``: do nothing
+    when the last pass planned nothing, nothing it read has changed since and nothing is due
+    (reconcile/quiet.py)."""
+    key = f"{namespace}/{name}"
+    with deps.locks.hold(f"rollout/{key}"):
+        if lazy and deps.quiet.is_quiet(key, _token(deps, namespace), deps.clock()):
+            return
         for i in range(MAX_PASSES):
+            token = _token(deps, namespace)  # before the first read: a change after it shows
             rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
             if rollout is None:
+                deps.quiet.forget(key)
                 return
             if pending(rollout.get("status")):  # left by a pass that died mid-announcement
                 announce(deps, rollout, None)
@@ -485,7 +517,9 @@ def reconcile_rollout(
             changed = status_patch(rollout.get("status") or {}, plan.status) is not None
             work = bool(plan.actions) or plan.stamp_reverted
             if not work and not changed:
+                deps.quiet.record(key, token, _quiet_until(deps, observed))
                 return
+            deps.quiet.forget(key)
             try:
                 apply(deps, rollout, plan, observed.lease)
             except Exception as exc:
@@ -516,17 +550,26 @@ def reconcile_all_rollouts(
             FAILURES.failed("batch", "batched analysis queries", exc)
         else:
             FAILURES.ok("batch", "batched analysis queries")
+    now = deps.clock()
+    deps.quiet.retain({f"{b['metadata']['namespace']}/{b['metadata']['name']}" for b in bodies})
     active = [
         b["metadata"]
         for b in bodies
-        if (b.get("status") or {}).get("phase") not in TERMINAL
-        or FINALIZER in (b["metadata"].get("finalizers") or [])
+        if (
+            (b.get("status") or {}).get("phase") not in TERMINAL
+            or FINALIZER in (b["metadata"].get("finalizers") or [])
+        )
+        and not deps.quiet.is_quiet(
+            f"{b['metadata']['namespace']}/{b['metadata']['name']}",
+            _token(deps, b["metadata"]["namespace"]),
+            now,
+        )
     ]
 
     def one(meta: Mapping[str, Any]) -> None:
         key = f"{meta['namespace']}/{meta['name']}"
         try:
-            reconcile_rollout(deps, meta["namespace"], meta["name"], tick=tick)
+            reconcile_rollout(deps, meta["namespace"], meta["name"], tick=tick, lazy=True)
         except Exception as exc:
             FAILURES.failed(key, f"reconciling rollout {key}", exc)
         else:
