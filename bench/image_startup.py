@@ -206,6 +206,13 @@ class Run:
             raise SystemExit(f"{self.mode}: not ready within {timeout}s: {out}\n{log[-3000:]}")
         return out
 
+    def _exit(self, code: int | None) -> float:
+        """The exit status after SIGTERM; anything but 0 is reported with the log's tail."""
+        if code != 0:
+            tail = (self.work / "operator.log").read_text(errors="replace")[-1500:]
+            print(f"  {self.mode}: exit {code} after SIGTERM; log tail:\n{tail}", flush=True)
+        return float(-1 if code is None else code)
+
     def _kubeconfig(self) -> Path:
         secrets = self.work / "secrets"
         secrets.mkdir()
@@ -238,9 +245,7 @@ class Run:
             t1 = time.monotonic()
             code = ctr.stop()
             out["stop_s"] = time.monotonic() - t1
-            if code != 0:
-                log_text = (self.work / "operator.log").read_text(errors="replace")
-                raise SystemExit(f"image: exit {code} after SIGTERM:\n{log_text[-3000:]}")
+            out["exit_code"] = self._exit(code)
         out["runtime_overhead_s"] = overhead
         return out
 
@@ -275,9 +280,7 @@ class Run:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(30)
             out["stop_s"] = time.monotonic() - t1
-            if code != 0:
-                log_text = (self.work / "operator.log").read_text(errors="replace")
-                raise SystemExit(f"host: exit {code} after SIGTERM:\n{log_text[-3000:]}")
+            out["exit_code"] = self._exit(code)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -326,7 +329,8 @@ def startup(ref: str, runs: int) -> dict[str, dict[str, list[float]]]:
                 run.cleanup()
                 print(
                     f"  {mode:5} run {i + 1}: "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(got.items())),
+                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(got.items()) if k != "exit_code")
+                    + f", exit {got['exit_code']:.0f}",
                     flush=True,
                 )
                 for key, value in got.items():
@@ -397,6 +401,8 @@ def main() -> int:
             for key in ("healthz_s", "verified_s", "stop_s", "runtime_overhead_s"):
                 if key in values:
                     print(f"  {mode:5} {key:19} {_stats(values[key])}")
+            unclean = [c for c in values.get("exit_code", []) if c != 0]
+            print(f"  {mode:5} unclean stops       {len(unclean)} of {len(values['exit_code'])}")
     report["load_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

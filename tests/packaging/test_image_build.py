@@ -66,7 +66,7 @@ def _required() -> bool:
 def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A snapshot of the build inputs (the tree may change while the suite runs)."""
     root = tmp_path_factory.mktemp("image-context")
-    image_tool._stage_context(ROOT, root)
+    image_tool.stage_context(ROOT, root)
     return root
 
 
@@ -128,7 +128,7 @@ def test_image_config_is_the_dockerfiles(
     assert built_image.base_ref.startswith("localhost/calyx-base:bookworm-")
 
 
-def test_image_holds_the_runtime_only(container: image_tool.Container) -> None:
+def test_image_holds_the_runtime_only(container: image_tool.Container, build_root: Path) -> None:
     root = container.mount()
     site = root / SITE
     venv = root / "opt" / "calyx"
@@ -137,6 +137,12 @@ def test_image_holds_the_runtime_only(container: image_tool.Container) -> None:
     assert dist.name == f"calyx-{image_tool.project_version()}.dist-info"
     record = (dist / "RECORD").read_text()
     assert "calyx/handlers/operator.py" in record
+    # ... built from the sources under test: every module is byte for byte the checkout's
+    sources = sorted((build_root / "operator" / "calyx").rglob("*.py"))
+    assert len(sources) > 20
+    for src in sources:
+        rel = src.relative_to(build_root / "operator")
+        assert (site / rel).read_bytes() == src.read_bytes(), rel
     for script in ("kopf", "calyx", "kubectl-calyx"):
         assert (venv / "bin" / script).is_file(), script
     for pkg in ("calyx", "kopf", "kubernetes", "pydantic", "nacl"):
@@ -351,8 +357,8 @@ def test_build_context_is_what_dockerignore_lets_through(tmp_path: Path) -> None
         assert "__pycache__" not in rel and not rel.endswith(".pyc") and ".egg-info" not in rel
     # the key follows the content: one changed byte in the context, another key
     a, b = tmp_path / "a", tmp_path / "b"
-    first = image_tool._stage_context(ROOT, a)
-    assert image_tool._stage_context(a, b) == first, "staging is stable"
+    first = image_tool.stage_context(ROOT, a)
+    assert image_tool.stage_context(a, b) == first, "staging is stable"
     target = b / "operator" / "calyx" / "__init__.py"
     target.write_text(target.read_text() + "\n")
-    assert image_tool._stage_context(b, tmp_path / "c") != first
+    assert image_tool.stage_context(b, tmp_path / "c") != first
