@@ -356,8 +356,11 @@ class Env:
         self,
         operator_env: Mapping[str, str] | None = None,
         log: Callable[[str], None] = print,
+        nodes: int = 3,
     ) -> None:
+        """``nodes``: kwok nodes of 1,000 pods each; a benchmark with more pods needs more."""
         self.log = log
+        self.nodes = nodes
         self.operator_env = dict(operator_env or {})
         self.cluster: Any = None
         self.sim: TrafficSim | None = None
@@ -387,7 +390,7 @@ class Env:
         from calyx.devenv.prometheus import PrometheusServer
 
         t = time.monotonic()
-        self.cluster = LocalCluster()
+        self.cluster = LocalCluster(nodes=self.nodes)
         self.cluster.start()
         self.timings["cluster_start_s"] = round(time.monotonic() - t, 2)
         self.log(f"cluster up in {self.timings['cluster_start_s']} s: {self.cluster.server}")
