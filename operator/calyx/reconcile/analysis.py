@@ -57,7 +57,9 @@ class AnalysisRunner:
         self.timeout = timeout_seconds
         self._clients: dict[str, PrometheusClient] = {}
         self._lock = threading.Lock()
-        self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
+        # (url, window, metric) -> part -> namespace -> that namespace's pods: a Rollout's share
+        # is found without scanning every pod of the batch (that was quadratic in Rollouts).
+        self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         self._batch_at: dt.datetime | None = None
         # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
@@ -120,7 +122,7 @@ class AnalysisRunner:
                     groups.setdefault(key, set()).add(body["metadata"]["namespace"])
         if not any_due:
             return
-        batch: dict[tuple[str, int, BuiltinMetric], dict[str, PodVector]] = {}
+        batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         parts_wanted: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         futures = {}
         for (url, window, metric), namespaces in groups.items():
@@ -137,11 +139,11 @@ class AnalysisRunner:
                 vector = fut.result(timeout=max(0.0, deadline - time.monotonic()))
             except (PrometheusQueryError, FutureTimeout):
                 continue  # that group falls back to per-Rollout queries (and their outcomes)
-            pods = {
-                (dict(labels).get("namespace", ""), dict(labels).get("pod", "")): value
-                for labels, value in vector.items()
-            }
-            batch.setdefault((url, window, metric), {})[part] = pods
+            by_namespace: dict[str, dict[tuple[str, str], float]] = {}
+            for labels, value in vector.items():
+                ns, pod = dict(labels).get("namespace", ""), dict(labels).get("pod", "")
+                by_namespace.setdefault(ns, {})[(ns, pod)] = value
+            batch.setdefault((url, window, metric), {})[part] = dict(by_namespace)
         complete = {k: v for k, v in batch.items() if set(v) == parts_wanted[k]}
         with self._lock:
             self._batch = complete
@@ -165,9 +167,10 @@ class AnalysisRunner:
         if parts is None or not covered or not fresh:
             return None
         kind = cast(BuiltinMetric, metric.kind)
+        mine = {part: pods.get(namespace, {}) for part, pods in parts.items()}
         return MetricSamples(
-            canary=combine(kind, parts, namespace, target, "canary"),
-            baseline=combine(kind, parts, namespace, target, "baseline"),
+            canary=combine(kind, mine, namespace, target, "canary"),
+            baseline=combine(kind, mine, namespace, target, "baseline"),
         )
 
     def client(self, url: str) -> PrometheusClient:
