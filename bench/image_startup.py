@@ -17,7 +17,8 @@ started again, alternating two modes:
 
 * ``image``: the image's root filesystem with its config's Entrypoint and User, under
   ``buildah run --isolation chroot`` (host network), as tests/packaging/test_image_build.py runs it;
-* ``host``: the same ``kopf run`` command from the development venv, as a plain process.
+* ``host``: the same ``kopf run`` command from the development venv, as a plain process (as the
+  benchmark's user, root here), for comparison.
 
 From the moment the process is started (``Popen``) it measures: ``/healthz`` answering 200 (Kopf
 is up: the chart's liveness probe), and the Lease's ``status.phase`` becoming ``Verified`` (the
