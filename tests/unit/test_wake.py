@@ -111,3 +111,47 @@ def test_quiet_book_needs_the_same_token_and_a_time_before_due() -> None:
     book.record("ns/r2", (1, 2), at(10))
     book.retain({"ns/r1"})
     assert len(book) == 0
+
+
+# --- Leases: the sweep re-verifies a quiet Lease only when a clock fact is due -------------------
+
+
+def trust_store() -> Any:
+    from calyx.adapters.trust_store import trust_store_from_configmap
+    from tests.e2e.harness import trust_configmap
+
+    policy = "maxSignatureAgeSeconds: 600\nclockSkewSeconds: 60\n"
+    return trust_store_from_configmap(trust_configmap(["alice", "sentinel"], policy), "t")
+
+
+def signed_lease(signed_at: dt.datetime, expires_in: float = 3600) -> dict[str, Any]:
+    from tests.e2e.harness import lease_body
+
+    body = lease_body("ns", "l1", "checkout", {"app": "a:2"}, expires_in=expires_in, now=signed_at)
+    body["spec"]["expiresAt"] = format_time(NOW + dt.timedelta(seconds=expires_in))
+    from tests.e2e.harness import cosign
+
+    for s in ("alice", "sentinel"):
+        body["metadata"]["annotations"][f"cosign.calyx.io/{s}"] = cosign(body, s, signed_at)
+    return body
+
+
+def test_lease_due_at_expiry_or_the_age_limit_of_a_signature_not_yet_accepted() -> None:
+    from calyx.domain.wake import lease_next_due
+
+    trust = trust_store()
+    fresh = signed_lease(at(-100), expires_in=20)
+    assert lease_next_due(fresh, trust, NOW) == at(20)  # expires before any signature ages
+    aging = signed_lease(at(-590))
+    assert lease_next_due(aging, trust, NOW) == at(10)  # signedAt + maxSignatureAgeSeconds
+    from calyx.domain.signatures import parse_cosign_annotation, sig_fingerprint
+
+    accepted = [
+        {"id": s, "valid": True, "sigSha256": sig_fingerprint(parse_cosign_annotation(k, v).sig)}
+        for k, v in aging["metadata"]["annotations"].items()
+        for s in [k.split("/", 1)[1]]
+    ]
+    aging["status"] = {"cosigners": accepted}  # accepted once: the age is not checked again
+    assert lease_next_due(aging, trust, NOW) == at(MAX_QUIET_SECONDS)
+    future = signed_lease(at(80))
+    assert lease_next_due(future, trust, NOW) == at(20)  # within clockSkewSeconds from then

@@ -7,7 +7,9 @@ documents in and out of the cluster, with compare-and-swap writes so two admins 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any, cast
 
 from calyx.adapters.kube import Kube, is_conflict
 from calyx.adapters.settings import Settings
@@ -30,6 +32,33 @@ def trust_store_from_configmap(cm: dict[str, object] | None, where: str) -> Trus
     data = cm.get("data") or {}
     assert isinstance(data, dict)
     return parse_trust_store(data.get(SIGNERS_KEY), data.get(POLICY_KEY))
+
+
+def trust_reader(
+    get: Callable[[], dict[str, object] | None], where: str
+) -> Callable[[], TrustStore]:
+    """The trust store from ``get`` (a watched ConfigMap: the same object until it changes),
+    parsed again only when ``get`` returns another object. Every Rollout and Lease pass asks for
+    it, and parsing its YAML costs about a millisecond."""
+    lock = threading.Lock()
+    memo: list[Any] = [None, None]  # the ConfigMap object last parsed, and its result
+
+    def read() -> TrustStore:
+        cm = get()
+        with lock:
+            if cm is not None and cm is memo[0]:
+                result = memo[1]
+            else:
+                try:
+                    result = trust_store_from_configmap(cm, where)
+                except TrustStoreError as exc:
+                    result = exc
+                memo[0], memo[1] = cm, result
+        if isinstance(result, TrustStoreError):
+            raise TrustStoreError(str(result))
+        return cast(TrustStore, result)
+
+    return read
 
 
 def load_trust_store(kube: Kube, settings: Settings) -> TrustStore:

@@ -29,9 +29,12 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from calyx.domain.lease_plan import previously_accepted
 from calyx.domain.outbox import pending
 from calyx.domain.rollout_plan import FORCE_ROLLBACK, Observed, tiers_in_force
-from calyx.domain.timefmt import parse_stamp
+from calyx.domain.signatures import COSIGN_PREFIX, parse_cosign_annotation, sig_fingerprint
+from calyx.domain.timefmt import parse_signed_at, parse_stamp, parse_time
+from calyx.domain.trust import TrustStore
 
 #: Phases in which a pass with nothing to do may be skipped until :func:`next_due`.
 SKIPPABLE_PHASES = ("Progressing", "Paused", "WaitingForApproval")
@@ -82,4 +85,44 @@ def next_due(
     return min(due)
 
 
-__all__ = ["MAX_QUIET_SECONDS", "SKIPPABLE_PHASES", "next_due"]
+def lease_next_due(
+    lease: Mapping[str, Any], trust: TrustStore, now: dt.datetime
+) -> dt.datetime | None:
+    """When the verdict on ``lease`` could next change with nothing but the clock (the Lease
+    sweep re-verifies it then, or when the Lease, trust store or ledger changes), or None when
+    it must be verified every time. The clock facts of verification (docs/signing.md):
+    ``expiresAt``; a signature's ``maxSignatureAgeSeconds`` unless an earlier verification
+    accepted it (then the age is not checked again); a future-dated signature coming within
+    ``clockSkewSeconds`` of now. Bounded by :data:`MAX_QUIET_SECONDS` like a Rollout's."""
+    spec = lease.get("spec")
+    meta = lease.get("metadata") or {}
+    if not isinstance(spec, Mapping) or meta.get("deletionTimestamp"):
+        return None
+    try:
+        expires = parse_time(spec.get("expiresAt"), field="expiresAt")
+    except (TypeError, ValueError):
+        return None
+    due = [now + dt.timedelta(seconds=MAX_QUIET_SECONDS)]
+    if expires > now:
+        due.append(expires)
+    accepted = previously_accepted(lease.get("status"))
+    policy = trust.policy
+    for key, value in (meta.get("annotations") or {}).items():
+        if not key.startswith(COSIGN_PREFIX):
+            continue
+        try:
+            ann = parse_cosign_annotation(key, value)
+            signed = parse_signed_at(ann.signed_at)
+        except ValueError:
+            continue  # malformed stays malformed, whatever the time
+        valid_from = signed - dt.timedelta(seconds=policy.clock_skew_seconds)
+        if valid_from > now:
+            due.append(valid_from)
+        if accepted.get(ann.signer) != sig_fingerprint(ann.sig):
+            aged = signed + dt.timedelta(seconds=policy.max_signature_age_seconds)
+            if aged > now:
+                due.append(aged)
+    return min(due)
+
+
+__all__ = ["MAX_QUIET_SECONDS", "SKIPPABLE_PHASES", "lease_next_due", "next_due"]

@@ -28,7 +28,7 @@ from calyx.adapters.leader import LeaderElector
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import METRICS, start_metrics_server
 from calyx.adapters.settings import Settings
-from calyx.adapters.trust_store import trust_store_from_configmap
+from calyx.adapters.trust_store import trust_reader
 from calyx.domain.ledger import read_ledger
 from calyx.reconcile.analysis import AnalysisRunner
 from calyx.reconcile.lease import FAILURES as LEASE_FAILURES
@@ -125,10 +125,11 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     RT.lease = LeaseDeps(
         kube=kube,
         events=EventRecorder(kube, instance=cfg.leader_identity),
-        trust=lambda: trust_store_from_configmap(trust_cache.get(), where),
+        trust=trust_reader(trust_cache.get, where),
         ledger=lambda: read_ledger((ledger_cache.get() or {}).get("data")).holders(),
         clock=_utcnow,
         locks=KeyedLocks(),
+        changes=lambda: (trust_cache.version, ledger_cache.version),
     )
     RT.rollout = RolloutDeps(
         kube=kube,
