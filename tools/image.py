@@ -411,7 +411,7 @@ def context_files(root: Path = REPO) -> list[str]:
     return sorted(out)
 
 
-def _stage_context(root: Path, dest: Path) -> str:
+def stage_context(root: Path, dest: Path) -> str:
     """Copy the build context (plus Dockerfile and .dockerignore) into ``dest``; its hash."""
     digest = hashlib.sha256()
     files = sorted({*context_files(root), "Dockerfile", ".dockerignore"})
@@ -468,7 +468,7 @@ def ensure_image(
     IMAGE_DIR.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="context-", dir=IMAGE_DIR))
     try:
-        inputs = _stage_context(root, staging)
+        inputs = stage_context(root, staging)
         key = hashlib.sha256(f"{base.id}\0{inputs}".encode()).hexdigest()[:12]
         ref = f"localhost/calyx:{version}-{key}"
         with _locked("image"):
@@ -757,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("tools/image.py: base not built", file=sys.stderr)
                 return 1
             with tempfile.TemporaryDirectory(dir=IMAGE_DIR) as tmp:
-                inputs = _stage_context(REPO, Path(tmp))
+                inputs = stage_context(REPO, Path(tmp))
             key = hashlib.sha256(f"{base.id}\0{inputs}".encode()).hexdigest()[:12]
             ref = f"localhost/calyx:{project_version()}-{key}"
             found = _read_record(store, "image", key, ref)
