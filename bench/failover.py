@@ -219,7 +219,8 @@ def report(
     lost = sum(t.lost for t in ok)
     phases: dict[str, int] = {}
     for t in ok:
-        phases[t.phase_at_kill] = phases.get(t.phase_at_kill, 0) + 1
+        phase = "not started (no status yet)" if t.phase_at_kill == "-" else t.phase_at_kill
+        phases[phase] = phases.get(phase, 0) + 1
     v = versions()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     lines = [

@@ -287,3 +287,29 @@ def test_frozen_leader_is_fenced_when_it_wakes_up(
     assert_restored(kube, ns, max_revert_seconds=None)
     assert_decided_once(trust, kube, ns, completed=False)
     report("leader frozen", lease_acquired=acquired - t_stop)
+
+
+def test_graceful_stop_hands_the_lease_over_at_once(
+    make_pair: Callable[..., OperatorPair], kube: Kube, trust: Any, kube_namespace: str
+) -> None:
+    """SIGTERM (node drain, rolling update): the leader stops its sweeps and releases the Lease,
+    so the standby leads at its next look — one retry period, not a lease duration — and a
+    rollout started right after is run by it."""
+    ns = kube_namespace
+    pair = make_pair()
+    lead, survivor = pair.a, pair.b
+    before = leader_lease(kube)
+    t_term = time.time()
+    lead.stop()
+    assert lead.proc is not None and lead.proc.returncode is not None
+    assert "released the leader Lease" in lead.log_text()
+    acquired = wait_takeover(kube, survivor.identity, timeout=10)
+    spec = leader_lease(kube)
+    assert spec["leaseTransitions"] == before["leaseTransitions"] + 1
+    report("graceful stop", lease_acquired=acquired - t_term)
+    # SIGTERM → Kopf's cleanup → release, then the standby's next look (2 s retry) + slack
+    assert acquired - t_term < 8
+    setup(trust, kube, ns, replicas=4, tiers=FAST)
+    wait_phase(kube, ns, "r1", "Completed", timeout=120)
+    assert_decided_once(trust, kube, ns, completed=True)
+    assert {e.get("reportingInstance") for e in events_for(kube, ns, "r1")} == {survivor.identity}
