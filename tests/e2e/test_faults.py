@@ -58,6 +58,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]
 
 OUTBOX = "outbox: issue 12 part 4"
 QUIET = "logging during API outages: issue 12 part 5"
+HANG = "hung Prometheus: issue 12 part 3"
 
 # Tiers: the first soaks long enough for an outage to land in it; the second is short.
 SOAK_TIERS = [{"weight": 5, "soakSeconds": 20}, {"weight": 25, "soakSeconds": 4}, {"weight": 100}]
@@ -494,6 +495,8 @@ def test_operator_down_30s_during_tier_soak(rig: FaultRig) -> None:
 # logging while the API server is down
 
 
+# Measured: 809 lines, 747 of them urllib3 "Retrying" warnings, no traceback at f0093d6; 26,765
+# lines and 813 tracebacks before issue 12 (9c39847).
 @pytest.mark.xfail(strict=True, raises=TooChatty, reason=QUIET)
 def test_api_refused_90s_logs_one_line_per_state_change(rig: FaultRig) -> None:
     """The issue's probe: 25,269 log lines (768 tracebacks) in an 85 s outage. A failing loop
@@ -515,26 +518,29 @@ def test_api_refused_90s_logs_one_line_per_state_change(rig: FaultRig) -> None:
             "tracebacks": tracebacks,
         }
     )
-    rig.assert_safe()  # first: a safety failure is never an expected failure
+    # first: a safety failure or a lost announcement is never an expected failure
+    rig.assert_safe()
+    rig.assert_announced_once("Completed", promoted=2, no_data=None)
     if len(during) >= 200 or tracebacks > 2:
         raise TooChatty(
             f"{len(during)} log lines and {tracebacks} tracebacks in a {back - down:.0f} s "
             f"outage; first lines:\n" + "\n".join(during[:15])
         )
-    rig.assert_announced_once("Completed", promoted=2, no_data=None)
 
 
 # ------------------------------------------------------------------------------------------------
 # Prometheus hung and killed during a tier
 
 
+# Measured: 18.4 s at 3bafefa (20.1 s before issue 12), against a goal of 15 s.
+@pytest.mark.xfail(strict=True, raises=TooSlow, reason=HANG)
 def test_prometheus_hung_mid_tier_rolls_back_on_time(rig: FaultRig) -> None:
     """SIGSTOP: every query hangs. NoData from the first unanswered query; the revert once
     no data has lasted rollbackAfterSeconds, within one interval of that (docs/analysis.md)."""
-    after, interval = 10, 2
+    after, interval = 10, 5
     rig.start(
         tiers=[{"weight": 5, "soakSeconds": 600}, {"weight": 100}],
-        analysis={"noData": {"rollbackAfterSeconds": after}},
+        analysis={"intervalSeconds": interval, "noData": {"rollbackAfterSeconds": after}},
     )
     wait_soaking(rig, 5)
     pid = prometheus_pid(rig.prom)
@@ -559,15 +565,17 @@ def test_prometheus_hung_mid_tier_rolls_back_on_time(rig: FaultRig) -> None:
     assert rb["trigger"] == "NoData" or "no data" in rb["reason"].lower(), rb
     assert st["currentWeight"] == 5  # never advanced without data
     rig.assert_safe()
-    # The goal is rollbackAfterSeconds + one interval at the 95th percentile (12 s here; p95
-    # 13.3 s measured under load in docs/performance.md). One run is judged against one more
-    # interval and a second: 15 s, where the code before issue 12 took 20.8 s.
-    if hang_to_revert > after + 2 * interval + 1 or (rb.get("revertSeconds") or 0) > 1:
+    rig.assert_announced_once("RolledBack", promoted=0, breaches=0, no_data=(hung, 1))
+    # The goal is rollbackAfterSeconds + one interval at the 95th percentile (15 s here); one
+    # run is judged with 2 s to spare for a loaded machine. The interval is as long as a
+    # query's timeout used to be, where the waits that issue 12 removed (the no-data clock
+    # started only after a first timeout, the revert waited for the deciding pass's queries)
+    # each cost up to one interval.
+    if hang_to_revert > after + interval + 2 or (rb.get("revertSeconds") or 0) > 1:
         raise TooSlow(
             f"hang to revert {hang_to_revert:.1f} s (goal {after + interval} s), "
             f"revertSeconds {rb.get('revertSeconds')}"
         )
-    rig.assert_announced_once("RolledBack", promoted=0, breaches=0, no_data=(hung, 1))
 
 
 def test_prometheus_killed_mid_tier_holds_then_completes(rig: FaultRig) -> None:
