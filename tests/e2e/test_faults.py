@@ -41,7 +41,6 @@ import pytest
 from calyx.adapters.kube import Kube
 from calyx.devenv.operator_process import OperatorProcess
 from calyx.domain.audit import parse_jsonl
-from calyx.reconcile.report import AUDIT_KEY
 from tests.e2e.harness import (
     assert_no_forward_write_without_valid_lease,
     assert_only_signed_templates,
@@ -56,7 +55,7 @@ from tests.faults.proxy import FaultProxy, write_proxied_kubeconfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.prometheus, pytest.mark.slow]
 
-OUTBOX = "outbox: issue 12 part 4"
+REPORT_AUDIT_KEY = "audit.jsonl"  # the audit chain in ConfigMap <rollout>-report (docs/report.md)
 QUIET = "logging during API outages: issue 12 part 5"
 HANG = "hung Prometheus: issue 12 part 3"
 
@@ -221,7 +220,7 @@ class FaultRig(Rig):
                 if counted(e["reason"], e.get("firstTimestamp") or e.get("eventTime"))
             )
             cm = self.kube.get_configmap(self.ns, "r1-report") or {}
-            chain = parse_jsonl(((cm.get("data") or {}).get(AUDIT_KEY)) or "")
+            chain = parse_jsonl(((cm.get("data") or {}).get(REPORT_AUDIT_KEY)) or "")
             records = Counter(
                 str(r.get("reason")) for r in chain if counted(str(r.get("reason")), r.get("time"))
             )

@@ -180,7 +180,12 @@ class FaultProxy:
 
     def heal(self) -> None:
         """Back to ``pass`` with no delay."""
-        self._call(lambda: (self._apply_mode("pass"), self._set_delay(0.0, 0.0)))
+
+        def heal() -> None:
+            self._apply_mode("pass")
+            self._set_delay(0.0, 0.0)
+
+        self._call(heal)
 
     def blackhole(self) -> None:
         self.set_mode("blackhole")
