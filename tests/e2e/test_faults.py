@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import signal
+import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -111,6 +112,26 @@ def proxied_operator(
         op.stop()
 
 
+class Fault:
+    """A fault armed on an audit-log trigger: ``restore()`` undoes it (idempotent)."""
+
+    trigger: AuditTrigger
+
+    def __init__(self) -> None:
+        self._back: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def set(self, back: Callable[[], None]) -> None:
+        with self._lock:
+            self._back = back
+
+    def restore(self) -> None:
+        with self._lock:
+            back, self._back = self._back, None
+        if back is not None:
+            back()
+
+
 class FaultRig(Rig):
     """The analysis rig (real Prometheus + traffic simulator) with faults and measurements."""
 
@@ -151,6 +172,22 @@ class FaultRig(Rig):
         finally:
             back()
         return down, time.time()
+
+    @contextlib.contextmanager
+    def api_down_on(self, how: str, predicate: Callable[[AuditEvent], bool]) -> Iterator[Fault]:
+        """Take the API server away the moment the audit log shows a matching write; on leaving
+        the block the trigger is stopped first, then the API server is brought back (if the
+        scenario has not done so), so no fault outlives the scenario."""
+        fault = Fault()
+        fault.trigger = AuditTrigger(
+            self.cluster.audit_log, predicate, lambda _ev: fault.set(self.api_down(how))
+        )
+        fault.trigger.start()
+        try:
+            yield fault
+        finally:
+            fault.trigger.stop()
+            fault.restore()
 
     # -- what the operator did ---------------------------------------------------------------
 
@@ -371,7 +408,6 @@ def test_api_gone_during_tier_soak(rig: FaultRig, how: str, seconds: int) -> Non
 def test_api_gone_during_promotion(rig: FaultRig, how: str, seconds: int) -> None:
     """The API goes away the moment the operator's image patch of the stable Deployment is
     applied (before its status write): the promotion finishes once, after the outage."""
-    holder: dict[str, Callable[[], None]] = {}
     stable_patch = operator_write(
         "deployments",
         rig.ns,
@@ -379,18 +415,12 @@ def test_api_gone_during_promotion(rig: FaultRig, how: str, seconds: int) -> Non
         name="checkout",
         body=lambda b: isinstance(b, dict) and "template" in (b.get("spec") or {}),
     )
-    trigger = AuditTrigger(
-        rig.cluster.audit_log, stable_patch, lambda _ev: holder.update(back=rig.api_down(how))
-    )
-    with trigger:
+    with rig.api_down_on(how, stable_patch) as fault:
         rig.start(tiers=FAST_TIERS)
-        try:
-            trigger.wait(timeout=120)
-            down = time.time()
-            time.sleep(seconds)
-        finally:
-            if "back" in holder:
-                holder["back"]()
+        fault.trigger.wait(timeout=120)
+        down = time.time()
+        time.sleep(seconds)
+        fault.restore()
     back = time.time()
     resume_s = rig.first_write_after(back)
     rig.wait_end("Completed")
@@ -420,7 +450,6 @@ def test_api_gone_during_rollback(rig: FaultRig, how: str, seconds: int) -> None
     """A breach at 25 % decides a rollback; the API goes away the moment that decision
     (RollingBack) is stored, before the revert: the revert finishes after the outage, once,
     and the breach streak is announced once."""
-    holder: dict[str, Callable[[], None]] = {}
     decided = operator_write(
         "rollouts",
         rig.ns,
@@ -428,21 +457,15 @@ def test_api_gone_during_rollback(rig: FaultRig, how: str, seconds: int) -> None
         name="r1",
         body=lambda b: ((b or {}).get("status") or {}).get("phase") == "RollingBack",
     )
-    trigger = AuditTrigger(
-        rig.cluster.audit_log, decided, lambda _ev: holder.update(back=rig.api_down(how))
-    )
     rig.start(tiers=HOLD_TIERS)
     wait_for("tier 25%", lambda: replicas_of(rig.kube, rig.ns, "checkout-canary") == 3, timeout=90)
     wait_soaking(rig, 25)
-    with trigger:
+    with rig.api_down_on(how, decided) as fault:
         rig.sim.set_profile(rig.canary, error_ratio=0.2)
-        try:
-            trigger.wait(timeout=60)
-            down = time.time()
-            time.sleep(seconds)
-        finally:
-            if "back" in holder:
-                holder["back"]()
+        fault.trigger.wait(timeout=60)
+        down = time.time()
+        time.sleep(seconds)
+        fault.restore()
     back = time.time()
     st = rig.wait_end("RolledBack")
     rb = st["rollback"]
