@@ -262,7 +262,12 @@ def test_frozen_leader_is_fenced_when_it_wakes_up(
     ns = kube_namespace
     pair = make_pair()
     setup(trust, kube, ns, replicas=8, tiers=[{"weight": 5, "soakSeconds": 600}, {"weight": 100}])
-    wait_for("canary", lambda: replicas_of(kube, ns, "checkout-canary") == 1, timeout=60)
+    # Freeze at a recorded soak, not mid-pass: see test_force_rollback_of_an_unrecorded_canary.
+    wait_for(
+        "tier 1 soaking",
+        lambda: ((rollout_status(kube, ns, "r1").get("tiers") or [{}])[0]).get("soakStartedAt"),
+        timeout=60,
+    )
     lead = pair.leader(kube)
     survivor = pair.other(lead)
     assert lead.proc is not None
@@ -313,3 +318,42 @@ def test_graceful_stop_hands_the_lease_over_at_once(
     wait_phase(kube, ns, "r1", "Completed", timeout=120)
     assert_decided_once(trust, kube, ns, completed=True)
     assert {e.get("reportingInstance") for e in events_for(kube, ns, "r1")} == {survivor.identity}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="planner: a force-rollback before status records the start (snapshot) ends the "
+    "Rollout as Failed 'nothing to undo' and leaves the canary the dead leader created",
+)
+def test_force_rollback_of_an_unrecorded_canary(
+    make_pair: Callable[..., OperatorPair],
+    kube: Kube,
+    trust: Any,
+    kube_namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Found by freezing a leader mid-pass: it had created the snapshot and the canary but not
+    yet written the status that records them when it stopped. The standby takes over; a
+    force-rollback then must remove that canary (it runs the new image), not call the Rollout
+    unstarted."""
+    ns = kube_namespace
+    pair = make_pair(
+        {"CALYX_FAULT_EXIT_AFTER": "CreateCanary", "CALYX_FAULT_MARKER": str(tmp_path / "crashed")}
+    )
+    lead, survivor = pair.a, pair.b
+    setup(trust, kube, ns, replicas=8, tiers=[{"weight": 5, "soakSeconds": 600}, {"weight": 100}])
+    wait_until("the leader to die after creating the canary", lambda: not lead.alive(), 60)
+    assert kube.get_deployment(ns, "checkout-canary") is not None
+    assert not (rollout_status(kube, ns, "r1").get("snapshot") or {}).get("configMap")
+    kube.patch_custom(
+        "rollouts", ns, "r1", {"metadata": {"annotations": {"calyx.io/force-rollback": "INC-1"}}}
+    )
+    wait_takeover(kube, survivor.identity, timeout=TAKEOVER_BOUND + 10)
+    wait_for(
+        "a terminal phase",
+        lambda: rollout_status(kube, ns, "r1").get("phase") in ("RolledBack", "Failed"),
+        timeout=60,
+    )
+    time.sleep(2)
+    assert kube.get_deployment(ns, "checkout-canary") is None, "the canary is left running"
+    assert rollout_status(kube, ns, "r1")["phase"] == "RolledBack"
