@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import LEASES, ROLLOUTS, Obj, is_conflict
@@ -46,6 +48,7 @@ class LedgerStore:
         self.events = events
         self.clock = clock
         self._reported: set[str] = set()
+        self._parsed: tuple[str, LedgerRead] | None = None
 
     def _read(self) -> Obj | None:
         cm = self.kube.get_configmap(self.ns, self.name)
@@ -54,9 +57,16 @@ class LedgerStore:
         return cm
 
     def read(self) -> LedgerRead:
-        """The ledger, rebuilt first if it is missing; corrupt entries fail only their digest."""
-        ledger = read_ledger((self._read() or {}).get("data"))
+        """The ledger, rebuilt first if it is missing; corrupt entries fail only their digest.
+        Parsed again only when its resourceVersion moved (1,000 entries are milliseconds)."""
+        cm = self._read() or {}
+        rv = (cm.get("metadata") or {}).get("resourceVersion")
+        memo = self._parsed
+        if rv and memo is not None and memo[0] == rv:
+            return memo[1]
+        ledger = read_ledger(cm.get("data"))
         self._report(ledger)
+        self._parsed = (rv, ledger) if rv else None
         return ledger
 
     def entries(self) -> dict[str, LedgerEntry]:
@@ -168,4 +178,21 @@ class LedgerStore:
         return self.entries().get(digest)
 
 
-__all__ = ["LedgerStore", "ledger_key"]
+def ledger_reader(get: Callable[[], Obj | None]) -> Callable[[], Mapping[str, LedgerEntry]]:
+    """Digest → holder from ``get`` (a watched ConfigMap: the same object until it changes),
+    parsed again only when ``get`` returns another object: the Lease sweep asks once per Lease,
+    and re-parsing 1,000 entries each time made the sweep quadratic in Leases."""
+    lock = threading.Lock()
+    memo: list[Any] = [None, {}]
+
+    def read() -> Mapping[str, LedgerEntry]:
+        cm = get()
+        with lock:
+            if cm is None or cm is not memo[0]:
+                memo[0], memo[1] = cm, read_ledger((cm or {}).get("data")).holders()
+            return cast(Mapping[str, LedgerEntry], memo[1])
+
+    return read
+
+
+__all__ = ["LedgerStore", "ledger_key", "ledger_reader"]

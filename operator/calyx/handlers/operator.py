@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,11 +25,11 @@ from calyx.adapters.cm_watch import ConfigMapCache
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.kube import GROUP, LEASES, ROLLOUTS, VERSION, Kube, api_client
 from calyx.adapters.leader import LeaderElector
-from calyx.adapters.ledger_store import LedgerStore
+from calyx.adapters.ledger_store import LedgerStore, ledger_reader
 from calyx.adapters.metrics import METRICS, start_metrics_server
 from calyx.adapters.settings import Settings
 from calyx.adapters.trust_store import trust_reader
-from calyx.domain.ledger import read_ledger
+from calyx.domain.ledger import LedgerEntry
 from calyx.reconcile.analysis import AnalysisRunner
 from calyx.reconcile.lease import FAILURES as LEASE_FAILURES
 from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
@@ -122,14 +122,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     where = f"{cfg.namespace}/{cfg.trust_configmap}"
     trust_cache = ConfigMapCache(kube, cfg.namespace, cfg.trust_configmap)
     ledger_cache = ConfigMapCache(kube, cfg.namespace, cfg.ledger_configmap)
+    ledger_holders = ledger_reader(ledger_cache.get)
     RT.lease = LeaseDeps(
         kube=kube,
         events=EventRecorder(kube, instance=cfg.leader_identity),
         trust=trust_reader(trust_cache.get, where),
-        ledger=lambda: read_ledger((ledger_cache.get() or {}).get("data")).holders(),
+        ledger=ledger_holders,
         clock=_utcnow,
         locks=KeyedLocks(),
-        changes=lambda: (trust_cache.version, ledger_cache.version),
+        changes=_lease_token(trust_cache, ledger_holders),
     )
     RT.rollout = RolloutDeps(
         kube=kube,
@@ -179,6 +180,19 @@ def _change_token(
     if cache is None:
         return None
     return lambda ns: (cache.change_token(ns), cache.change_token(home), trust.version)
+
+
+def _lease_token(
+    trust: ConfigMapCache, holders: Callable[[], Mapping[str, LedgerEntry]]
+) -> Callable[[Mapping[str, Any]], Hashable | None]:
+    """What a Lease's verdict reads besides the Lease: the trust store, and the ledger entry of
+    its digest (a claim of another Lease must not re-verify all of them)."""
+
+    def token(lease: Mapping[str, Any]) -> Hashable | None:
+        digest = (lease.get("status") or {}).get("digest")
+        return (trust.version, repr(holders().get(digest))) if digest else None
+
+    return token
 
 
 def _client(agent: str) -> Any:

@@ -50,10 +50,11 @@ class LeaseDeps:
     ledger: Callable[[], Mapping[str, LedgerEntry]]
     clock: Callable[[], dt.datetime]
     locks: KeyedLocks
-    # Moves when the trust store or the ledger changes; with it, the sweep skips a Lease whose
-    # verdict nothing but the clock could change before its due time (domain/wake.py). None:
-    # every Lease is verified on every sweep.
-    changes: Callable[[], Hashable] | None = None
+    # Given a Lease, what moves when anything its verdict reads besides the Lease changes (the
+    # trust store, its ledger entry); None from it: verify this one every time. With it, the
+    # sweep skips a Lease whose verdict nothing but the clock could change before its due time
+    # (domain/wake.py). None: every Lease is verified on every sweep.
+    changes: Callable[[Mapping[str, Any]], Hashable | None] | None = None
     quiet: QuietBook = field(default_factory=QuietBook)
 
 
@@ -218,12 +219,12 @@ def reconcile_all_leases(deps: LeaseDeps) -> None:
     the sweep's timer), except one verified before with the same resourceVersion, trust store
     and ledger whose verdict no clock fact can change yet (reconcile/quiet.py): ~1 ms of
     Ed25519 and parsing each, which a 1 s sweep over 1,000 Leases cannot afford."""
-    base = deps.changes() if deps.changes is not None else None
     now = deps.clock()
     bodies = deps.kube.list_custom(LEASES)
     deps.quiet.retain({_key(b) for b in bodies})
     for body in bodies:
         key = _key(body)
+        base = deps.changes(body) if deps.changes is not None else None
         token = (body["metadata"].get("resourceVersion"), base) if base is not None else None
         if deps.quiet.is_quiet(key, token, now):
             continue
