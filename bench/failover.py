@@ -275,7 +275,7 @@ def write_doc(text: str) -> None:
         doc = head + block + tail
     else:
         section = (
-            "## 4. Failover (`bench/failover.py`)\n\n"
+            "## 5. Failover (`bench/failover.py`)\n\n"
             "```\n.venv/bin/python bench/failover.py               "
             "# 20 SIGKILLs of the leader, ≈ 15 min\n```\n\n" + block + "\n\n"
         )
