@@ -141,7 +141,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         locks=RT.lease.locks,
         analyze=AnalysisRunner(cfg.prometheus_url, tolerance_seconds=cfg.rollout_tick_seconds / 2),
         faults=FAULTS,
-        changes=_change_token(RT.cache, cfg.namespace, trust_cache),
+        changes=_change_token(RT.cache, trust_cache),
     )
     if cfg.metrics_port:
         try:
@@ -173,13 +173,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _change_token(
-    cache: CachedKube | None, home: str, trust: ConfigMapCache
+    cache: CachedKube | None, trust: ConfigMapCache
 ) -> Callable[[str], Hashable] | None:
-    """What moves when anything a pass of a Rollout in a namespace reads changes: that
-    namespace's cached objects, the operator namespace's (the ledger) and the trust store."""
+    """What moves when anything a pass of a started Rollout in a namespace reads changes: that
+    namespace's cached objects and the trust store. Not the ledger (in the operator's
+    namespace): only a Rollout that has not started reads it, and those are never skipped —
+    with it, each of a thousand claims would wake every Rollout."""
     if cache is None:
         return None
-    return lambda ns: (cache.change_token(ns), cache.change_token(home), trust.version)
+    return lambda ns: (cache.change_token(ns), trust.version)
 
 
 def _lease_token(

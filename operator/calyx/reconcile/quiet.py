@@ -7,7 +7,7 @@ checks, hashing templates): a 0.5 s sweep over 1,000 Rollouts would keep a core 
 nothing. A pass is skipped only when *both* hold:
 
 * the change token of the Rollout's inputs (``RolloutDeps.changes``: the watch caches of its
-  namespace and of the operator's) is the one taken just before that quiet pass read anything
+  namespace, the trust store) is the one taken just before that quiet pass read anything
   — so any event since, even one that changes nothing the planner looks at, runs a pass;
 * the clock is before :func:`calyx.domain.wake.next_due` of what that pass observed.
 
