@@ -320,11 +320,6 @@ def test_graceful_stop_hands_the_lease_over_at_once(
     assert {e.get("reportingInstance") for e in events_for(kube, ns, "r1")} == {survivor.identity}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner: a force-rollback before status records the start (snapshot) ends the "
-    "Rollout as Failed 'nothing to undo' and leaves the canary the dead leader created",
-)
 def test_force_rollback_of_an_unrecorded_canary(
     make_pair: Callable[..., OperatorPair],
     kube: Kube,

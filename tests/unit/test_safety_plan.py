@@ -151,3 +151,25 @@ def test_post_deploy_without_a_bound_lease_never_starts() -> None:
     w.run()
     assert w.phase == "WaitingForLease" and w.actions == []
     assert w.reasons() == ["ConstraintViolated"]
+
+
+def test_force_rollback_of_a_canary_whose_start_was_never_recorded() -> None:
+    """Found by the failover tests: the operator died after creating the canary and before the
+    status write that records the start; a force-rollback then said "nothing to undo" and
+    left the canary (new image) running."""
+    w = World(tiers=[{"weight": 5, "soakSeconds": 600}, {"weight": 100}])
+    for _ in range(10):
+        plan = w.step(crash_before_status=True)
+        if w.canary is not None:
+            break
+        assert plan.actions, "stuck before creating the canary"
+    assert w.canary is not None
+    assert not (w.rollout["status"].get("snapshot") or {}).get("configMap")
+    w.rollout["metadata"]["annotations"][FORCE_ROLLBACK] = "INC-1"
+    w.run()
+    assert w.phase == "RolledBack" and w.canary is None
+    assert (
+        "never changed" in w.rollout["status"]["message"]
+        or "snapshot" in w.rollout["status"]["message"]
+    )
+    assert w.reasons().count("RollbackComplete") == 1

@@ -261,7 +261,7 @@ def _plan(o: Observed) -> Plan:
 
     lease_ok, lease_reason, lease_trigger = _lease_state(s)
     if not started:
-        return _plan_start(s, tiers, lease_ok, lease_reason, force=reason is not None)
+        return _plan_start(s, tiers, lease_ok, lease_reason, force=reason)
 
     # From here on a change is out there (snapshot taken, canary maybe running).
     if o.snapshot_problem:  # the rollback pack is gone or altered: stop before anything else
@@ -352,12 +352,23 @@ def _lease_state(s: _Step) -> tuple[bool, str, str]:
 
 
 def _plan_start(
-    s: _Step, tiers: list[Tier], lease_ok: bool, lease_reason: str, force: bool
+    s: _Step, tiers: list[Tier], lease_ok: bool, lease_reason: str, force: str | None
 ) -> Plan:
     o = s.o
     assert o.spec is not None
     prev_reason = condition_field(s.prev, "LeaseVerified", "reason")
-    if force:
+    if force is not None and o.canary is not None:
+        # A pass died after creating the canary but before recording the start: there *is* a
+        # change out there (the canary runs the new image). Record the snapshot if it is a
+        # faithful copy, and roll back like any started rollout.
+        cname = str(o.canary["metadata"]["name"])
+        s.status.setdefault("target", {"kind": "Deployment", "name": cname.removesuffix("-canary")})
+        if o.snapshot is not None and o.target is not None:
+            doc, sha = read_snapshot(o.snapshot)
+            if snapshot_matches(doc, o.target):
+                s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
+        return _begin_rollback(s, "Manual", force or "force-rollback requested")
+    if force is not None:
         s.phase("Failed", "force-rollback requested before any change was made; nothing to undo")
         s.cond("Progressing", "False", "Cancelled", str(s.status["message"]))
         s.event("Normal", "Cancelled", str(s.status["message"]))
@@ -983,9 +994,13 @@ def _continue_rollback(s: _Step) -> Plan:
     if s.plan.actions or s.plan.stamp_reverted:
         return s.plan
     if o.target is not None:
-        if not deployment_settled(o.target) or o.snapshot_doc is None:
+        if not deployment_settled(o.target):
             return s.plan
-        if template_sha(o.target) != snapshot_template_sha(o.snapshot_doc):
+        recorded = bool((st.get("snapshot") or {}).get("configMap"))
+        if recorded and (
+            o.snapshot_doc is None
+            or template_sha(o.target) != snapshot_template_sha(o.snapshot_doc)
+        ):
             return s.plan
         _observe_replicas(s)
     now = s.now
@@ -998,11 +1013,12 @@ def _continue_rollback(s: _Step) -> Plan:
     st["canaryReplicas"] = 0
     st["effectivePercent"] = 0
     target = (st.get("target") or {}).get("name", "?")
-    restored = (
-        "stable verified equal to the snapshot"
-        if o.target is not None
-        else ("target Deployment is gone; nothing to restore")
-    )
+    if o.target is None:
+        restored = "target Deployment is gone; nothing to restore"
+    elif (st.get("snapshot") or {}).get("configMap"):
+        restored = "stable verified equal to the snapshot"
+    else:
+        restored = "canary removed; the stable Deployment was never changed"
     s.phase("RolledBack", f"rolled back ({rb.get('trigger')}): {restored}")
     s.cond("RolledBack", "True", str(rb.get("trigger")), str(rb.get("reason")))
     s.cond("Progressing", "False", "RolledBack", str(st["message"]))
