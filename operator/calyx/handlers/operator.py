@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,6 +40,8 @@ from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, reconci
 from calyx.reconcile.sweeper import Sweeper
 
 log = logging.getLogger("calyx.operator")
+STOP_GRACE_SECONDS = 10.0
+"""How long a graceful stop waits for sweeps in flight (a pod's default grace period is 30 s)."""
 USER_AGENT = "calyx-operator"
 
 
@@ -50,6 +53,7 @@ class Runtime:
     leader: LeaderElector | None = None
     cache: CachedKube | None = None
     background: list[Any]
+    pool: ThreadPoolExecutor | None = None
 
 
 RT = Runtime()
@@ -154,7 +158,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     sweeper = Sweeper(
         "leases", cfg.lease_recheck_seconds, _when_leading(lambda: reconcile_all_leases(RT.lease))
     )
-    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
+    pool = RT.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
     rollout_sweeper = Sweeper(
         "rollouts",
         cfg.rollout_tick_seconds,
@@ -226,8 +230,17 @@ def _ledger_changed(cm: Any) -> None:
 def cleanup(**_: Any) -> None:
     """Graceful stop (SIGTERM: node drain, rolling update): stop the sweeps, then give the
     leader Lease up so the standby takes over at its next look instead of after 15 s."""
-    for part in getattr(RT, "background", []):
+    parts = getattr(RT, "background", [])
+    for part in parts:
         part.stop()
+    # Let passes in flight finish their writes while this replica still leads: releasing first
+    # would fence them mid-pass (an Event or status write refused) and fail the exit.
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for part in parts:
+        if isinstance(part, Sweeper):
+            part.join(max(0.0, deadline - time.monotonic()))
+    if RT.pool is not None:
+        RT.pool.shutdown(wait=False, cancel_futures=True)
     if RT.leader is not None:
         RT.leader.stop(release=True)
 

@@ -33,6 +33,13 @@ class Sweeper:
     def stop(self) -> None:
         self._stop.set()
 
+    def join(self, timeout: float) -> bool:
+        """Wait for a sweep in progress to finish (a graceful stop must not release leadership
+        under a pass that is still writing); False if it did not within ``timeout``."""
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
         """Ticks on a fixed cadence (start + k·interval), not "interval after the last sweep
         ended": otherwise every analysis interval would stretch by the sweep's own duration."""
