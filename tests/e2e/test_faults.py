@@ -517,8 +517,8 @@ def test_operator_down_30s_during_tier_soak(rig: FaultRig) -> None:
 # logging while the API server is down
 
 
-# Measured: 809 lines, 747 of them urllib3 "Retrying" warnings, no traceback at f0093d6; 26,765
-# lines and 813 tracebacks before issue 12 (9c39847).
+# Measured: 809-1,965 lines, nearly all urllib3 "Retrying" warnings, no traceback (f0093d6,
+# f2cf87f); 26,765 lines and 813 tracebacks before issue 12 (9c39847).
 @pytest.mark.xfail(strict=True, raises=TooChatty, reason=QUIET)
 def test_api_refused_90s_logs_one_line_per_state_change(rig: FaultRig) -> None:
     """The issue's probe: 25,269 log lines (768 tracebacks) in an 85 s outage. A failing loop
