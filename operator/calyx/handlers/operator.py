@@ -101,6 +101,10 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="calyx.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # The Kubernetes client's urllib3 logs a warning per retried connection: during an API-server
+    # outage that is hundreds of lines a minute saying the same thing. The loops that use the
+    # client log one line per state change themselves (docs/operations.md, "Outages").
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     settings.watching.server_timeout = 120
     settings.execution.max_workers = 32
 

@@ -62,6 +62,8 @@ class AnalysisRunner:
         self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         self._batch_at: dt.datetime | None = None
+        # Per Prometheus URL: when this sweep's batched queries were sent and left unanswered.
+        self._unanswered: dict[str, dt.datetime] = {}
         # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
         # the next one would stretch every interval by a tick.
         self.tolerance = tolerance_seconds
@@ -134,10 +136,14 @@ class AnalysisRunner:
         # The batch is an accelerator: a hung Prometheus must not hold up the sweep for a full
         # timeout before every Rollout's own (deadline-bounded) queries even start.
         deadline = time.monotonic() + min(self.timeout, shortest / 2)
+        unanswered: dict[str, dt.datetime] = {}
         for (url, window, metric, part), fut in futures.items():
             try:
                 vector = fut.result(timeout=max(0.0, deadline - time.monotonic()))
-            except (PrometheusQueryError, FutureTimeout):
+            except FutureTimeout:
+                unanswered[url] = now  # a NoData streak starts at this send (docs/analysis.md)
+                continue
+            except PrometheusQueryError:
                 continue  # that group falls back to per-Rollout queries (and their outcomes)
             by_namespace: dict[str, dict[tuple[str, str], float]] = {}
             for labels, value in vector.items():
@@ -149,6 +155,7 @@ class AnalysisRunner:
             self._batch = complete
             self._batch_namespaces = {k: groups[k] for k in complete}
             self._batch_at = now
+            self._unanswered = unanswered
 
     def _batched(
         self, url: str, window: int, metric: Any, namespace: str, target: str, now: dt.datetime
@@ -281,7 +288,13 @@ class AnalysisRunner:
                     canary=outcomes[(q.metric.name, "canary")],
                     baseline=outcomes.get((q.metric.name, "baseline")),
                 )
-        decision = evaluate(settings, samples, state, now, sent_at=o.now)
+        with self._lock:
+            batch_sent = self._unanswered.get(url)
+        # The first unanswered query may be this sweep's batch, sent before this Rollout's own
+        # (only a recent one: an old sweep's batch says nothing about this evaluation).
+        fresh = batch_sent is not None and (o.now - batch_sent).total_seconds() <= self.timeout
+        sent_at = min(o.now, batch_sent) if fresh and batch_sent is not None else o.now
+        decision = evaluate(settings, samples, state, now, sent_at=sent_at)
         breach_at = None
         if decision.action in ("rollback", "pause") and decision.cause == "breach":
             breach_at = self._breach_start(client, settings, queries, decision, state, now)
