@@ -119,14 +119,27 @@ class RolloutWatch:
             self.changed.notify_all()
 
     def ready(self, namespaces: Iterable[str]) -> int:
+        """Rollouts soaking with a canary and a verdict, or ended (a rollback at scale is a
+        result to report, not a reason to wait forever)."""
         with self._lock:
             return sum(
                 1
                 for ns in namespaces
-                if self.phase.get(ns) == "Progressing"
-                and self.canary.get(ns, 0) > 0
-                and self.verdict.get(ns)
+                if (
+                    self.phase.get(ns) == "Progressing"
+                    and self.canary.get(ns, 0) > 0
+                    and self.verdict.get(ns)
+                )
+                or self.phase.get(ns) in ("RolledBack", "Failed", "Completed")
             )
+
+    def phases(self, namespaces: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._lock:
+            for ns in namespaces:
+                p = self.phase.get(ns, "")
+                out[p] = out.get(p, 0) + 1
+        return out
 
     def wait_phase(self, ns: str, phase: str, after: float, timeout: float) -> float | None:
         """Arrival time of the first event at/after ``after`` showing ``phase``."""
@@ -200,7 +213,7 @@ class Scale:
         self.env.wait(
             f"{count} rollouts progressing with an analysis verdict",
             lambda: self.rw.ready(self.namespaces) == count,
-            timeout=600,
+            timeout=1800,
             interval=1,
         )
         return time.time() - start
@@ -289,6 +302,7 @@ class Scale:
             "pause": summary(pause),
             "resume": summary(resume),
             "verdicts": self.rw.verdicts(self.namespaces),
+            "phases": self.rw.phases(self.namespaces),
             "load": machine_load(),
         }
         print(
@@ -298,7 +312,7 @@ class Scale:
             f"op q/s {fmt(res['op_queries_per_s'], 1)} "
             f"(expected {fmt(res['expected_queries_per_s'], 1)}), analysis interval p50/p95 "
             f"{fmt(iv['p50'], 2)}/{fmt(iv['p95'], 2)} s, pause p50 "
-            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}"
+            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}, phases {res['phases']}"
             + (
                 f" (a NoData reason: {self.rw.no_data_reason[:300]})"
                 if res["verdicts"].get("NoData")
@@ -400,7 +414,10 @@ def profile(pid: int, seconds: float, out: Path) -> str:
     if not Path(spy).exists():
         return "no profile: py-spy not installed (pip install py-spy)"
     raw = out.with_suffix(".txt")
+    # --gil: only the thread holding the GIL, i.e. where the operator's CPU goes, not its waits;
+    # --nonblocking: sampling never pauses the operator.
     cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "50"]
+    cmd += ["--gil", "--nonblocking"]
     try:
         subprocess.run(
             [*cmd, "--format", "raw", "--output", str(raw)], check=True, timeout=seconds + 60

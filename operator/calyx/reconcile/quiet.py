@@ -28,6 +28,20 @@ class QuietBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._quiet: dict[str, tuple[Hashable, dt.datetime]] = {}
+        self._running: set[str] = set()
+
+    def begin(self, key: str) -> bool:
+        """Claim ``key`` for a sweep's pass; False while its previous pass is still queued or
+        running (the sweep does not wait for it, nor queue a second one)."""
+        with self._lock:
+            if key in self._running:
+                return False
+            self._running.add(key)
+            return True
+
+    def end(self, key: str) -> None:
+        with self._lock:
+            self._running.discard(key)
 
     def record(self, key: str, token: Hashable | None, due: dt.datetime | None) -> None:
         """After a pass that planned nothing: quiet until ``due`` unless the token moves."""

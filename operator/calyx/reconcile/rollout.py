@@ -9,6 +9,7 @@ snapshot → canary) happens in one wake-up, yet each step stands alone after a 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -531,11 +532,20 @@ def reconcile_rollout(
         log.warning("%s/%s: still changing after %d passes", namespace, name, MAX_PASSES)
 
 
+def _ended(quiet: QuietBook, key: str, _future: object) -> None:
+    quiet.end(key)
+
+
 def reconcile_all_rollouts(
     deps: RolloutDeps, tick: bool = True, pool: ThreadPoolExecutor | None = None
 ) -> None:
     """One timer sweep over every Rollout that still has work (in parallel when given a pool:
-    each Rollout's pass is mostly waiting on the API server and Prometheus)."""
+    each Rollout's pass is mostly waiting on the API server and Prometheus).
+
+    With a pool the sweep hands the passes over and returns: it does not wait for the slowest
+    one (a claim retrying against a busy ledger, a query waiting on Prometheus), which would
+    hold every other Rollout's next analysis until it ends. A Rollout whose pass from an
+    earlier sweep is still queued or running is left out of this one."""
     bodies = deps.kube.list_custom(ROLLOUTS)
     phases: dict[str, int] = {}
     for body in bodies:
@@ -578,5 +588,14 @@ def reconcile_all_rollouts(
     if pool is None:
         for meta in active:
             one(meta)
-    else:
-        list(pool.map(one, active))
+        return
+    for meta in active:
+        key = f"{meta['namespace']}/{meta['name']}"
+        if not deps.quiet.begin(key):
+            continue
+        try:
+            future = pool.submit(one, meta)
+        except RuntimeError:  # the pool is shutting down (the operator stops)
+            deps.quiet.end(key)
+            return
+        future.add_done_callback(functools.partial(_ended, deps.quiet, key))
