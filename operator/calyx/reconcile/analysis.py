@@ -127,7 +127,13 @@ class AnalysisRunner:
         batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         parts_wanted: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         futures = {}
+        with self._lock:
+            hung = set(self._unanswered)
         for (url, window, metric), namespaces in groups.items():
+            if url in hung:
+                # Unanswered last sweep: waiting for it again would only delay every Rollout's
+                # own queries, which are what notices the server answering again.
+                continue
             client = self.client(url)
             queries = batch_queries(metric, namespaces, window)
             parts_wanted[(url, window, metric)] = set(queries)
