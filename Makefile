@@ -22,10 +22,10 @@ system-deps:
 	bash .ci/system-deps.sh
 
 lint: venv
-	$(BIN)/ruff check operator tests bench tools
-	$(BIN)/ruff format --check operator tests bench tools
+	$(BIN)/ruff check operator calyx_dev tests bench tools
+	$(BIN)/ruff format --check operator calyx_dev tests bench tools
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	PYTHONPATH=. $(BIN)/lint-imports
 	$(BIN)/python -m calyx.api.crdgen --check
 
 ## Pinned helm, built once from the Go module proxy (tools/helm.sh).
@@ -55,11 +55,11 @@ KIND_KUBECONFIG ?= $(CURDIR)/.kind-$(KIND_CLUSTER).kubeconfig
 
 ## Build (or find cached) kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok.
 cluster-binaries: venv
-	$(BIN)/python -m calyx.devenv.build
+	$(BIN)/python -m calyx_dev.build
 
 ## Start a throw-away local cluster and keep it until Ctrl-C (prints KUBECONFIG).
 cluster-up: venv cluster-binaries
-	$(BIN)/python -m calyx.devenv.controlplane --hold
+	$(BIN)/python -m calyx_dev.controlplane --hold
 
 ## End-to-end tests against the local control plane (no Docker needed).
 e2e: venv cluster-binaries

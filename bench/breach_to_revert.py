@@ -50,8 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.harnes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # calyx
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 
-from tests.e2e.harness import deployment_body, lease_body, rollout_body
-
 from calyx.api.rollout import MIN_INTERVAL_SECONDS
 from calyx.domain.promql import DEFAULT_TEMPLATES, render, template_vars
 from common import (
@@ -66,6 +64,7 @@ from common import (
     table,
     versions,
 )
+from tests.e2e.harness import deployment_body, lease_body, rollout_body
 
 TARGET = "checkout"
 CANARY_PREFIX = f"{TARGET}-canary-"

@@ -35,9 +35,9 @@ for _p in (str(REPO), str(REPO / "operator")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess, free_port  # noqa: E402
-from calyx.devenv.trafficsim import PodInfo, TrafficSim  # noqa: E402
 from calyx.domain.timefmt import parse_stamp  # noqa: E402
+from calyx_dev.operator_process import OPERATOR_NS, OperatorProcess, free_port  # noqa: E402
+from calyx_dev.trafficsim import PodInfo, TrafficSim  # noqa: E402
 
 # ---- statistics ------------------------------------------------------------------------------
 
@@ -383,11 +383,11 @@ class Env:
 
     def start(self) -> Env:
         from kubernetes import client
-        from tests.e2e.harness import trust_configmap
 
         from calyx.api.crdgen import crd_manifests
-        from calyx.devenv.controlplane import LocalCluster
-        from calyx.devenv.prometheus import PrometheusServer
+        from calyx_dev.controlplane import LocalCluster
+        from calyx_dev.prometheus import PrometheusServer
+        from tests.e2e.harness import trust_configmap
 
         t = time.monotonic()
         self.cluster = LocalCluster(nodes=self.nodes)
@@ -544,7 +544,7 @@ def versions() -> dict[str, str]:
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
-    from calyx.devenv import build
+    from calyx_dev import build
 
     out = {"python": platform.python_version()}
     for dist in ("kopf", "kubernetes", "prometheus-api-client"):

@@ -46,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.*
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # calyx
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 
+from calyx.adapters.kube import Kube
+from calyx_dev.operator_process import OPERATOR_NS
+from common import fmt, machine_load, summary, table, versions
 from tests.e2e.failover_support import (
     OperatorPair,
     first_write_at,
@@ -62,10 +65,6 @@ from tests.e2e.harness import (
     rollout_body,
     trust_configmap,
 )
-
-from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OPERATOR_NS
-from common import fmt, machine_load, summary, table, versions
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "performance.md"
@@ -107,7 +106,7 @@ class Bench:
         from kubernetes import client
 
         from calyx.api.crdgen import crd_manifests
-        from calyx.devenv.controlplane import LocalCluster
+        from calyx_dev.controlplane import LocalCluster
 
         self.cluster = LocalCluster(keep_data_dir=self.args.keep)
         self.cluster.start()

@@ -35,9 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.harnes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # calyx
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 
-from tests.e2e.harness import deployment_body, lease_body, rollout_body
-
 from common import Env, analysis_spec, fmt, machine_load, parse_time, summary, table
+from tests.e2e.harness import deployment_body, lease_body, rollout_body
 
 TARGET = "checkout"
 TIERS = [{"weight": 25, "soakSeconds": 600}, {"weight": 100}]

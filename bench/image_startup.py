@@ -306,9 +306,9 @@ class Run:
 
 def startup(ref: str, runs: int) -> dict[str, dict[str, list[float]]]:
     from kubernetes import client
-    from tests.e2e.harness import trust_configmap
 
-    from calyx.devenv.controlplane import LocalCluster
+    from calyx_dev.controlplane import LocalCluster
+    from tests.e2e.harness import trust_configmap
 
     results: dict[str, dict[str, list[float]]] = {"image": {}, "host": {}}
     work = Path(tempfile.mkdtemp(prefix="calyx-bench-image-"))

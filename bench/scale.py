@@ -54,8 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.harnes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # calyx
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 
-from tests.e2e.harness import deployment_body, lease_body, rollout_body
-
 from calyx.domain.tiers import canary_replicas
 from common import (
     Env,
@@ -73,6 +71,7 @@ from common import (
     table,
     versions,
 )
+from tests.e2e.harness import deployment_body, lease_body, rollout_body
 
 TARGET = "checkout"
 TIERS = [{"weight": 25, "soakSeconds": 36000}, {"weight": 100}]

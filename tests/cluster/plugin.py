@@ -2,9 +2,9 @@
 
 Loaded by ``pytest_plugins = ["tests.cluster.plugin"]`` in tests/conftest.py.
 
-* ``kube_cluster`` (session): by default a :class:`~calyx.devenv.controlplane.LocalCluster`
+* ``kube_cluster`` (session): by default a :class:`~calyx_dev.controlplane.LocalCluster`
   (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok on 127.0.0.1), built with
-  ``python -m calyx.devenv.build`` if not cached yet. With ``CALYX_TEST_CLUSTER=external`` it is
+  ``python -m calyx_dev.build`` if not cached yet. With ``CALYX_TEST_CLUSTER=external`` it is
   the cluster in ``$KUBECONFIG`` instead (e.g. kind): nothing is built or started, ``audit_log`` is
   None, and the tests that need kwok or the audit log are skipped.
 * ``kube_namespace`` (function): a fresh namespace (its ``default`` service account exists), deleted
@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from calyx.devenv import build as _build
-from calyx.devenv.controlplane import ClusterBase, ExternalCluster, LocalCluster
+from calyx_dev import build as _build
+from calyx_dev.controlplane import ClusterBase, ExternalCluster, LocalCluster
 
 
 def _mode() -> str:
@@ -80,7 +80,7 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[_PytestCluster]:
         if os.environ.get("CALYX_TEST_BUILD", "1") == "0":
             pytest.fail(
                 f"control-plane binaries not built ({_build.bin_dir()}); "
-                "run `python -m calyx.devenv.build`"
+                "run `python -m calyx_dev.build`"
             )
         print(
             "\n[calyx-cluster] binaries not cached: building (slow the first time)",

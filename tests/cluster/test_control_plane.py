@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calyx.devenv.controlplane import LocalCluster
+from calyx_dev.controlplane import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

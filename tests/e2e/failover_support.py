@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess
+from calyx_dev.operator_process import OPERATOR_NS, OperatorProcess
 
 LEADER_LEASE = "calyx-operator"
 

@@ -16,8 +16,6 @@ from typing import Any
 
 from calyx.adapters.kube import Kube
 from calyx.api.rollout import parse_rollout_spec
-from calyx.devenv.operator_process import OPERATOR_NS
-from calyx.devenv.workloads import sample_deployment
 from calyx.domain.rollout_binding import rollout_spec_digest
 from calyx.domain.signatures import (
     COSIGN_PREFIX,
@@ -27,6 +25,8 @@ from calyx.domain.signatures import (
     sign_statement,
 )
 from calyx.domain.timefmt import format_time
+from calyx_dev.operator_process import OPERATOR_NS
+from calyx_dev.workloads import sample_deployment
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess
+from calyx_dev.operator_process import OPERATOR_NS, OperatorProcess
 from tests.e2e.harness import REPO, trust_configmap, wait_for
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.trafficsim import PodInfo, TrafficSim
+from calyx_dev.trafficsim import PodInfo, TrafficSim
 from tests.e2e.harness import (
     deployment,
     deployment_body,

@@ -16,10 +16,10 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OPERATOR_NS
 from calyx.domain.canary import CLAIM_ANNOTATION, SNAPSHOT_KEY, sha256_of
 from calyx.domain.ledger import encode_entry, ledger_key
 from calyx.domain.signatures import lease_digest
+from calyx_dev.operator_process import OPERATOR_NS
 from tests.e2e.harness import (
     assert_no_forward_write_without_valid_lease,
     assert_only_signed_templates,

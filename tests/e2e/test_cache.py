@@ -4,7 +4,7 @@ A soaking Rollout, nothing happening: with the caches the operator reads memory 
 passes that have nothing due, so it makes (almost) no GETs; without them (``CALYX_WATCH_CACHE=
 false``, the old behaviour) every 0.5 s tick re-reads the Rollout, its Lease, both Deployments
 and the snapshot. Counted from the API server's audit log, which records the reads of
-ServiceAccounts in namespace ``calyx-reads`` (calyx.devenv.controlplane's policy): the operator
+ServiceAccounts in namespace ``calyx-reads`` (calyx_dev.controlplane's policy): the operator
 runs here with such a token. A regression to polling shows as a failure, not as a slow machine.
 
 Also: a user's change still acts at once (a watch event is never skipped), and the objects a
@@ -23,7 +23,7 @@ import pytest
 
 from calyx.adapters.cache import CachedKube
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OperatorProcess
+from calyx_dev.operator_process import OperatorProcess
 from tests.e2e.harness import (
     deployment_body,
     lease_body,

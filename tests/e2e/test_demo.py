@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from calyx.cli.demo import run_demo
-from calyx.devenv import build as _build
+from calyx_dev import build as _build
+from calyx_dev.demo import run_demo
 
 
 def _processes_mentioning(needles: list[str]) -> list[str]:

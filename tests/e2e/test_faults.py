@@ -40,8 +40,8 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OperatorProcess
 from calyx.domain.audit import parse_jsonl
+from calyx_dev.operator_process import OperatorProcess
 from tests.e2e.harness import (
     assert_no_forward_write_without_valid_lease,
     assert_only_signed_templates,

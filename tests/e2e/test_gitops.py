@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OperatorProcess, free_port
 from calyx.domain.guard import GUARD_LABEL, MESSAGE_PREFIX
+from calyx_dev.operator_process import OperatorProcess, free_port
 from tests.e2e.guard_support import User, helm_binary, wait_guard_active
 from tests.e2e.harness import (
     deployment,

@@ -32,10 +32,10 @@ from kubernetes.client.rest import ApiException
 
 from calyx.adapters.kube import Kube
 from calyx.cli.main import run as calyx
-from calyx.devenv.guard import disable_guard, enable_guard, guard_objects
-from calyx.devenv.operator_process import OperatorProcess, free_port
-from calyx.devenv.trafficsim import PodInfo, TrafficSim
 from calyx.domain.guard import GUARD_LABEL, MESSAGE_PREFIX
+from calyx_dev.guard import disable_guard, enable_guard, guard_objects
+from calyx_dev.operator_process import OperatorProcess, free_port
+from calyx_dev.trafficsim import PodInfo, TrafficSim
 from tests.e2e.guard_support import (
     User,
     audit_since,
@@ -203,7 +203,7 @@ def _snapshot_cm(ns: str, name: str = "r1-snapshot", **labels: str) -> dict[str,
 
 
 def test_demo_step_denies_set_image_with_the_shipped_manifest(kube_cluster: Any) -> None:
-    """What `make demo` shows (calyx.devenv.guard): the policies of manifests/install.yaml,
+    """What `make demo` shows (calyx_dev.guard): the policies of manifests/install.yaml,
     applied without Helm, make the API server refuse even cluster-admin's `kubectl set image`.
     First in the module: before the module's release adds its own policies beside them."""
     objs = {f"{o['kind']}/{o['metadata']['name']}" for o in guard_objects()}

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OperatorProcess
-from calyx.devenv.prometheus import PrometheusServer
-from calyx.devenv.trafficsim import PodInfo, TrafficSim
+from calyx_dev.operator_process import OperatorProcess
+from calyx_dev.prometheus import PrometheusServer
+from calyx_dev.trafficsim import PodInfo, TrafficSim
 from tests.e2e.harness import (
     REPO,
     deployment,
@@ -89,7 +89,7 @@ def sim_with_cluster_pods(traffic_sim: TrafficSim, kube: Kube) -> Iterator[Traff
 def prom(
     sim_with_cluster_pods: TrafficSim, operator: OperatorProcess
 ) -> Iterator[OperatorPrometheus]:
-    from calyx.devenv.prometheus import prometheus_binary
+    from calyx_dev.prometheus import prometheus_binary
 
     if prometheus_binary() is None:
         pytest.skip("the prometheus binary is not installed")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 
 class _HasProc(Protocol):
-    """calyx.devenv.prometheus.PrometheusServer (its process is private there)."""
+    """calyx_dev.prometheus.PrometheusServer (its process is private there)."""
 
     _proc: Any
 

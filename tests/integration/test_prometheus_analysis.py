@@ -16,8 +16,6 @@ import pytest
 
 from calyx.adapters.metrics import OperatorMetrics
 from calyx.adapters.prometheus import PrometheusClient
-from calyx.devenv.prometheus import PrometheusServer
-from calyx.devenv.trafficsim import PodInfo, Profile, TrafficSim, pod_name
 from calyx.domain.analysis import (
     AnalysisState,
     MetricSamples,
@@ -27,6 +25,8 @@ from calyx.domain.analysis import (
     queries_for,
 )
 from calyx.domain.promql import DEFAULT_TEMPLATES, classify_pod, render, template_vars
+from calyx_dev.prometheus import PrometheusServer
+from calyx_dev.trafficsim import PodInfo, Profile, TrafficSim, pod_name
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from calyx.devenv.trafficsim import PodInfo, Profile, TrafficSim, pod_name
+from calyx_dev.trafficsim import PodInfo, Profile, TrafficSim, pod_name
 
 
 class Clock:

@@ -1,6 +1,6 @@
 """What the operator's code asks of the API server, read from its source (for the RBAC tests).
 
-Every Kubernetes call in ``operator/calyx`` (except ``calyx/cli`` and ``calyx/devenv``, which run
+Every Kubernetes call in ``operator/calyx`` (except ``calyx/cli`` and ``calyx_dev``, which run
 with the user's own credentials) goes through the ``kubernetes`` client's ``CoreV1Api``/
 ``AppsV1Api``/``BatchV1Api``/``CustomObjectsApi``/``CoordinationV1Api``, held as ``.core``/
 ``.apps``/``.batch``/``.custom``/``.coordination`` (``calyx.adapters.kube``).

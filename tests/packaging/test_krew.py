@@ -184,11 +184,11 @@ def test_installed_plugin_runs_under_the_real_kubectl(
     the bundled wheel on first use. The wheel's dependencies come from this test run's own venv
     (PYTHONPATH) instead of a package index, so the test needs no network; the wheel itself is
     installed into the launcher's venv, and it is that copy which runs."""
-    from calyx.devenv import build as cluster_build
+    from calyx_dev import build as cluster_build
 
     kubectl = cluster_build.bin_dir() / "kubectl"
     if not kubectl.exists():
-        pytest.skip("kubectl not built yet (python -m calyx.devenv.build)")
+        pytest.skip("kubectl not built yet (python -m calyx_dev.build)")
     bin_dir = install_like_krew(release, tmp_path)
     site = next(p for p in sys.path if p.endswith("site-packages") and ".venv" in p)
     base_python = getattr(sys, "_base_executable", sys.executable)

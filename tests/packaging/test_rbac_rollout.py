@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from calyx.adapters.kube import Kube
-from calyx.devenv.operator_process import OperatorProcess, free_port
+from calyx_dev.operator_process import OperatorProcess, free_port
 from tests.e2e.harness import (
     deployment,
     deployment_body,

@@ -1,1 +1,1 @@
-"""A real Prometheus for tests (:mod:`calyx.devenv.prometheus`) and its pytest fixtures."""
+"""A real Prometheus for tests (:mod:`calyx_dev.prometheus`) and its pytest fixtures."""

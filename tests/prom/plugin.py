@@ -3,7 +3,7 @@
 Register with ``pytest_plugins = ["tests.prom.plugin"]`` (tests/conftest.py).
 
 * ``traffic_sim`` (session): a started :class:`tests.sim.TrafficSim` on a free loopback port.
-* ``prometheus`` (session): a :class:`calyx.devenv.prometheus.PrometheusServer` scraping it every
+* ``prometheus`` (session): a :class:`calyx_dev.prometheus.PrometheusServer` scraping it every
   second (``honor_labels: true``), ready when yielded; ``.url``, ``.stop()``, ``.start()``
   (same port and data dir), ``.wait_for(promql, predicate)``. Stopped and deleted at the end.
 * ``sim_namespace`` (function): a fresh namespace name; tests share one Prometheus and one
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from calyx.devenv.prometheus import PrometheusServer, prometheus_binary
-from calyx.devenv.trafficsim import TrafficSim
+from calyx_dev.prometheus import PrometheusServer, prometheus_binary
+from calyx_dev.trafficsim import TrafficSim
 
 MISSING = (
     "the 'prometheus' binary is not installed (apt-get install prometheus, or "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from calyx.devenv.trafficsim import TrafficSim
+from calyx_dev.trafficsim import TrafficSim
 
 
 def main() -> None:

@@ -7,9 +7,10 @@ import math
 import statistics
 
 import pytest
-from bench.common import metric_sum, percentile, summary
 from hypothesis import given
 from hypothesis import strategies as st
+
+from bench.common import metric_sum, percentile, summary
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 

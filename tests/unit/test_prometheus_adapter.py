@@ -20,7 +20,7 @@ import pytest
 
 from calyx.adapters.metrics import OperatorMetrics
 from calyx.adapters.prometheus import PrometheusClient, PrometheusQueryError, labels_key
-from calyx.devenv.prometheus import free_port
+from calyx_dev.prometheus import free_port
 
 Reply = tuple[int, dict[str, Any]]
 

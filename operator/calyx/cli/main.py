@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -205,10 +206,27 @@ def run(argv: Sequence[str]) -> tuple[str, int]:
     if args.verb == "completion":
         return completion_script(args.shell, build_parser(), __version__), 0
     if args.verb == "demo":
-        from calyx.cli.demo import run_demo
-
-        return "", run_demo(keep=args.keep, build=not args.no_build)
+        return "", _demo_runner()(keep=args.keep, build=not args.no_build)
     raise CliError(f"unknown verb {args.verb}")
+
+
+def _demo_runner() -> Callable[..., int]:
+    """``calyx_dev.demo.run_demo`` from a source checkout. The demo's local cluster, simulator
+    and Prometheus launcher are development tooling: they are not in the wheel or the image
+    (docs/architecture.md), so an installed CLI finds them only next to its own source."""
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "calyx_dev").is_dir() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        module = importlib.import_module("calyx_dev.demo")
+    except ImportError:
+        raise CliError(
+            "calyx demo runs from a source checkout (its local cluster is development tooling, "
+            "not part of the installed package): git clone the Calyx repository and run "
+            "`make demo`"
+        ) from None
+    run: Callable[..., int] = module.run_demo
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

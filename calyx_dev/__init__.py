@@ -7,6 +7,7 @@
 * ``trafficsim``: per-pod application metrics whose behaviour is set per image.
 * ``operator_process``: the operator as a killable ``kopf run`` subprocess.
 
-Developer tooling shipped with the package (so ``calyx demo`` works from an installed wheel);
-the operator itself never imports it.
+Development tooling, outside the shipped ``calyx`` package: it never reaches the wheel or the
+image (a packaging test checks both), and an import-linter contract keeps ``calyx`` from
+importing it. ``calyx demo`` loads it from a source checkout (``make demo``).
 """

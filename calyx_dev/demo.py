@@ -40,13 +40,13 @@ import yaml
 from calyx.adapters.kube import LEASES, ROLLOUTS, Kube
 from calyx.api.common import API_VERSION
 from calyx.cli.errors import CliError
-from calyx.devenv import build as _build
-from calyx.devenv.demo_scenario import OPERATOR_NS, DemoStack
-from calyx.devenv.guard import INSTALL_YAML, enable_guard
-from calyx.devenv.prometheus import prometheus_binary
-from calyx.devenv.workloads import sample_deployment
 from calyx.domain.report import JSON_KEY, configmap_name
 from calyx.domain.rollout_plan import TERMINAL
+from calyx_dev import build as _build
+from calyx_dev.demo_scenario import OPERATOR_NS, DemoStack
+from calyx_dev.guard import INSTALL_YAML, enable_guard
+from calyx_dev.prometheus import prometheus_binary
+from calyx_dev.workloads import sample_deployment
 
 __all__ = ["run_demo"]
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from calyx.devenv.controlplane import ClusterBase
 from calyx.domain.guard import ENFORCE, GUARD_LABEL, MESSAGE_PREFIX, probe_deployment
+from calyx_dev.controlplane import ClusterBase
 
 POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
 #: a checkout's manifests/install.yaml (the package is installed editable from operator/)
-INSTALL_YAML = Path(__file__).resolve().parents[3] / "manifests" / "install.yaml"
+INSTALL_YAML = Path(__file__).resolve().parents[1] / "manifests" / "install.yaml"
 
 
 def guard_objects(install_yaml: Path = INSTALL_YAML) -> list[dict[str, Any]]:

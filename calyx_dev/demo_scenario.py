@@ -25,10 +25,10 @@ from typing import Any
 
 from calyx.adapters.kube import Kube
 from calyx.api.crdgen import crd_manifests
-from calyx.devenv.controlplane import LocalCluster, pid_alive
-from calyx.devenv.operator_process import OPERATOR_NS, OperatorProcess
-from calyx.devenv.prometheus import PrometheusServer
-from calyx.devenv.trafficsim import PodInfo, TrafficSim
+from calyx_dev.controlplane import LocalCluster, pid_alive
+from calyx_dev.operator_process import OPERATOR_NS, OperatorProcess
+from calyx_dev.prometheus import PrometheusServer
+from calyx_dev.trafficsim import PodInfo, TrafficSim
 
 __all__ = ["OPERATOR_NS", "DemoStack", "pid_alive"]
 

@@ -1,11 +1,11 @@
 """A real Kubernetes control plane on loopback, for tests: etcd + kube-apiserver +
 kube-controller-manager + kube-scheduler + kwok (fake nodes and kubelets). No Docker.
 
-    from calyx.devenv.controlplane import LocalCluster
+    from calyx_dev.controlplane import LocalCluster
     with LocalCluster() as cluster:          # ~10 s warm start
         cluster.kubectl("get", "nodes")
 
-Binaries come from :mod:`calyx.devenv.build` (``python -m calyx.devenv.build``).
+Binaries come from :mod:`calyx_dev.build` (``python -m calyx_dev.build``).
 
 Every process runs in its own process group with ``PR_SET_PDEATHSIG=SIGKILL`` (so it dies with the
 Python process even on ``kill -9``), is registered for ``atexit`` and SIGTERM/SIGHUP cleanup, and
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calyx.devenv import build as _build
 from calyx.domain.timefmt import parse_stamp
+from calyx_dev import build as _build
 
 HERE = Path(__file__).resolve().parent
 KWOK_CONFIG = HERE / "kwok-stages.yaml"
@@ -534,8 +534,7 @@ class LocalCluster(ClusterBase):
         picked as free can be taken by someone else before the component binds it)."""
         if not _build.is_built(self.bin_dir):
             raise RuntimeError(
-                f"control-plane binaries missing in {self.bin_dir}: "
-                "run `python -m calyx.devenv.build`"
+                f"control-plane binaries missing in {self.bin_dir}: run `python -m calyx_dev.build`"
             )
         _install_handlers()
         sweep_stale_data_dirs()
@@ -1021,11 +1020,11 @@ def _write_kubeconfig(path: Path, server: str, pki: dict[str, str], user: str) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m calyx.devenv.controlplane [--hold]``: start a cluster, print its kubeconfig, and
+    """``python -m calyx_dev.controlplane [--hold]``: start a cluster, print its kubeconfig, and
     (with --hold) keep it until Ctrl-C; handy for poking at it with kubectl."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m calyx.devenv.controlplane")
+    parser = argparse.ArgumentParser(prog="python -m calyx_dev.controlplane")
     parser.add_argument("--hold", action="store_true", help="keep running until interrupted")
     args = parser.parse_args(argv)
     cluster = LocalCluster(log=print)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from calyx.devenv.controlplane import die_with_parent
+from calyx_dev.controlplane import die_with_parent
 
 __all__ = ["PrometheusServer", "free_port", "prometheus_binary"]
 

@@ -14,14 +14,14 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from calyx.devenv.controlplane import die_with_parent
+from calyx_dev.controlplane import die_with_parent
 
 OPERATOR_NS = "calyx-system"
 # The end-to-end tests' fault points (tests/support/faults.py): loaded next to the operator only
 # when a test asks for one, from the source checkout this file lives in (docs/testing.md).
 FAULT_ENV = "CALYX_FAULT_EXIT_AFTER"
 FAULT_MODULE = "tests.support.faults"
-CHECKOUT = Path(__file__).resolve().parents[3]
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
