@@ -1,6 +1,6 @@
 """An in-memory Kubernetes API: ``calyx.adapters.kube_api.KubeApi`` over dicts, for unit tests.
 
-The real reconcilers run against it (``tests/unit/rollout_world.py``), so what it must get right
+The real reconcilers run against it (``tests/support/rollout_world.py``), so what it must get right
 is what they rely on from a real API server (docs/testing.md, "The fake Kube"):
 
 * every write bumps a cluster-wide ``resourceVersion``; a write that changes nothing does not;

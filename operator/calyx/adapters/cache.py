@@ -9,7 +9,7 @@ it stands in wherever one is expected; the CLI keeps the plain ``Kube``.
 
 What a stale read could break is a decision made on a world older than the operator's own last
 write (announcing twice, patching twice). The rules that prevent it, each unit-tested
-(tests/unit/test_cache.py):
+(tests/unit/adapters/test_cache.py):
 
 * **read-your-writes**: every write made through this class stores the server's answer;
 * **never back in time**: an object is replaced only by one with an equal or newer
@@ -138,7 +138,7 @@ def plain_configmap(raw: Mapping[str, Any]) -> Obj:
     """A ConfigMap from a watch, in exactly the shape ``Kube.get_configmap`` returns (the
     client's models drop nulls and print timestamps with ``+00:00``): the snapshot's bytes and
     every comparison stay the same whichever path read it. Checked against the models in
-    tests/unit/test_cache.py; about a hundred times cheaper than building the model."""
+    tests/unit/adapters/test_cache.py; about a hundred times cheaper than building the model."""
     obj: Obj = _drop_none(raw)
     _object_meta(obj.get("metadata"))
     return obj

@@ -10,7 +10,7 @@ The effective spec is defined so that a Rollout file in Git and the same Rollout
 server have the same digest:
 
 * the Rollout schema carries defaults that the API server fills in; the models have the same
-  defaults (tests/unit/test_crds.py checks it), so parsing and dumping *with* defaults gives one
+  defaults (tests/unit/api/test_crds.py checks it), so parsing and dumping *with* defaults gives one
   form for both -- writing ``onBreach: Rollback`` or leaving it out is the same approval;
 * ``paused`` is left out: pausing and resuming are human controls (docs/cli.md) that must not
   invalidate the signed approval;

@@ -16,7 +16,7 @@ import yaml
 
 from calyx.domain.kstatus import kstatus_conditions
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FILES = ROOT / "charts" / "calyx" / "files"
 SCRIPT = (FILES / "argocd-health.lua").read_text()
 FIXTURES = ROOT / "tests" / "fixtures" / "status"

@@ -20,7 +20,7 @@ import pytest
 from calyx.cli.completion import command_tree, completion_script
 from calyx.cli.main import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def script(shell: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 import calyx.reconcile.rollout as rollout_mod
 from calyx.reconcile.rollout import reconcile_all_rollouts, reconcile_rollout
-from tests.unit.rollout_world import NS, World
+from tests.support.rollout_world import NS, World
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from calyx.domain.rollout_binding import (
     rollout_spec_digest,
 )
 from calyx.domain.trust import ROLLOUT_BINDINGS, RolloutBinding
-from tests.unit.test_crds import ROLLOUT_FILE, apply_defaults, root_schema
+from tests.unit.api.test_crds import ROLLOUT_FILE, apply_defaults, root_schema
 
 JOB: dict[str, Any] = {
     "spec": {

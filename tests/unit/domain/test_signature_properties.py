@@ -24,7 +24,7 @@ from calyx.domain.signatures import (
     verify_statement,
 )
 from calyx.domain.verification import verify_lease
-from tests.unit.test_verification import NOW, alice, make_trust, sentinel
+from tests.unit.domain.test_verification import NOW, alice, make_trust, sentinel
 from tests.vectors.make_vectors import (
     ALICE_SEED,
     NAME,

@@ -20,7 +20,7 @@ from calyx.api.crdgen import (
 )
 from calyx.api.rollout import MAX_TIERS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "crds"
 LEASE_FILE = "leases.calyx.io.yaml"
 ROLLOUT_FILE = "rollouts.calyx.io.yaml"

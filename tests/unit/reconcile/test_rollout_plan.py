@@ -8,7 +8,7 @@ import pytest
 
 from calyx.domain.canary import read_snapshot, template_sha
 from calyx.domain.rollout_plan import FORCE_ROLLBACK, AnalysisOutcome
-from tests.unit.rollout_world import World
+from tests.support.rollout_world import World
 
 
 def soak(w: World, seconds: float) -> None:
@@ -202,7 +202,7 @@ def test_revoked_key_mid_rollout_rolls_back() -> None:
     w = World()
     w.run()
     from calyx.domain.trust import parse_trust_store
-    from tests.unit.rollout_world import signers_yaml
+    from tests.support.rollout_world import signers_yaml
 
     w.trust = parse_trust_store(signers_yaml(["alice", "bob"]), None)
     w.advance(1)

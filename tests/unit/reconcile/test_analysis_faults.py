@@ -22,7 +22,7 @@ from calyx.domain.analysis import (
 )
 from calyx.domain.rollout_plan import AnalysisOutcome, stamp
 from calyx.reconcile.analysis import AnalysisRunner
-from tests.unit.rollout_world import T0, World
+from tests.support.rollout_world import T0, World
 
 ANALYSED = {"analysis": {"intervalSeconds": 2, "errorRate": {"maxPermille": 10}}}
 TIERS = [{"weight": 5, "soakSeconds": 20}, {"weight": 100}]

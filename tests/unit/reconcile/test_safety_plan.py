@@ -8,7 +8,7 @@ import json
 
 from calyx.domain.canary import CLAIM_ANNOTATION, SNAPSHOT_KEY, sha256_of, template_sha
 from calyx.domain.rollout_plan import FORCE_ROLLBACK
-from tests.unit.rollout_world import World
+from tests.support.rollout_world import World
 
 EVIL = "evil.example/backdoor:1"
 

@@ -1,0 +1,1 @@
+"""Unit tests: adapters, with fakes or local servers."""

@@ -1,0 +1,1 @@
+"""Unit tests: API models and the generated CRDs."""

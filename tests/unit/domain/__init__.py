@@ -1,0 +1,1 @@
+"""Unit tests: the pure domain layer, table-style."""

@@ -1,0 +1,1 @@
+"""Unit tests: test and benchmark tooling, chart scripts."""
