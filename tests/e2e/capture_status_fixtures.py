@@ -8,7 +8,8 @@ the status shape changes, and commit the result::
 It drives the real operator on the local control plane through every phase a GitOps tool can
 see, and writes each object as the API server returned it, minus server bookkeeping
 (``managedFields``, ``uid``, ``resourceVersion``) and with the throw-away namespace renamed to
-``shop``. tests/unit/tooling/test_argocd_health.py runs the Argo CD health script against these files.
+``shop``. tests/unit/tooling/test_argocd_health.py runs the Argo CD health script against
+these files.
 """
 
 from __future__ import annotations

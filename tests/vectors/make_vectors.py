@@ -2,8 +2,8 @@
 
 Ed25519 (RFC 8032) is deterministic, so fixed seeds give fixed signatures: a pipeline written in
 Go, Rust or shell can check every intermediate byte string (canonical statement, PAE, signature,
-annotation) against this file. ``tests/unit/domain/test_vectors.py`` recomputes everything and checks that
-running this script reproduces the committed file byte for byte.
+annotation) against this file. ``tests/unit/domain/test_vectors.py`` recomputes everything and
+checks that running this script reproduces the committed file byte for byte.
 
 Run: ``.venv/bin/python tests/vectors/make_vectors.py`` (writes the file) or with ``--check``.
 The seeds below are public test keys: never trust them in a real cluster.
