@@ -217,7 +217,7 @@ class World:
         self.kube = _RecordingKube(self, self.fake)
         events = EventRecorder(self.kube, instance="calyx-operator-0")
         self.deps = RolloutDeps(
-            kube=self.kube,  # type: ignore[arg-type]  # the recording wrapper is a KubeApi
+            kube=self.kube,  # the recording wrapper is a KubeApi
             events=events,
             trust=lambda: self.trust,
             ledger=_RecordingLedger(self, self.kube, events),
