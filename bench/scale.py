@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--py-spy", type=float, default=0, help="profile seconds at the last step")
     p.add_argument("--no-watch-cache", action="store_true", help="operator without its caches")
+    p.add_argument(
+        "--operator-env", action="append", default=[], help="KEY=VALUE for the operator process"
+    )
     args = p.parse_args(argv)
     steps = sorted({int(x) for x in args.steps.split(",") if x.strip()} | {args.rollouts})
     steps = [s for s in steps if s <= args.rollouts]
@@ -448,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     pods = args.rollouts * (args.replicas + canary_replicas(args.replicas, TIERS[0]["weight"]))
     nodes = max(3, math.ceil(pods / PODS_PER_NODE))
     op_env = {"CALYX_WATCH_CACHE": "false"} if args.no_watch_cache else {}
+    op_env |= dict(kv.split("=", 1) for kv in args.operator_env)
     print(f"{pods} pods at {args.rollouts} Rollouts: {nodes} kwok nodes")
     spied = ""
     with Env(operator_env=op_env, nodes=nodes) as env:

@@ -113,11 +113,16 @@ class AnalysisRunner:
                 continue
             if not settings.metrics:
                 continue
-            # Every analysed Rollout's namespace goes into the groups (a Rollout coming due
-            # while a slow sweep runs finds its share too); one due Rollout is enough to query.
+            # The namespaces of Rollouts due now or within the next two timer ticks go into
+            # the groups (a pass that runs a little later finds its share too); one due Rollout
+            # is enough to query. Not every analysed Rollout's: at 1,000 Rollouts the grouped
+            # answers for all of them, every tick, were a fifth of the operator's CPU (JSON).
             url = settings.prometheus_url or self.default_url
-            any_due = any_due or self._due(status, settings.interval_seconds, now, url)
+            when = self._due_time(status, settings.interval_seconds, url)
+            any_due = any_due or when is None or now >= when
             shortest = min(shortest, float(settings.interval_seconds))
+            if when is not None and when > now + dt.timedelta(seconds=4 * self.tolerance):
+                continue
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)

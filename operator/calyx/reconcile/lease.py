@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from calyx.adapters.cache import copy_obj
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.failure_log import FailureLog
 from calyx.adapters.kube import LEASES, is_not_found
@@ -220,7 +221,9 @@ def reconcile_all_leases(deps: LeaseDeps) -> None:
     and ledger whose verdict no clock fact can change yet (reconcile/quiet.py): ~1 ms of
     Ed25519 and parsing each, which a 1 s sweep over 1,000 Leases cannot afford."""
     now = deps.clock()
-    bodies = deps.kube.list_custom(LEASES)
+    shared = getattr(deps.kube, "list_custom_shared", None)
+    held = shared(LEASES) if shared is not None else None  # the cache's own: read only
+    bodies = held if held is not None else deps.kube.list_custom(LEASES)
     deps.quiet.retain({_key(b) for b in bodies})
     for body in bodies:
         key = _key(body)
@@ -228,6 +231,8 @@ def reconcile_all_leases(deps: LeaseDeps) -> None:
         token = (body["metadata"].get("resourceVersion"), base) if base is not None else None
         if deps.quiet.is_quiet(key, token, now):
             continue
+        if held is not None:
+            body = copy_obj(body)  # a pass may change what it is given
         try:
             reconcile_lease(deps, body)
         except Exception as exc:

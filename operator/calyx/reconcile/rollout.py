@@ -532,6 +532,14 @@ def reconcile_rollout(
         log.warning("%s/%s: still changing after %d passes", namespace, name, MAX_PASSES)
 
 
+def _listing(kube: KubeApi, plural: str) -> list[dict[str, Any]]:
+    """The cache's own objects when it offers them (a sweep only reads; copying every Rollout
+    each tick cost a fifth of the operator's CPU at 1,000), else a listing."""
+    shared = getattr(kube, "list_custom_shared", None)
+    held = shared(plural) if shared is not None else None
+    return held if held is not None else kube.list_custom(plural)
+
+
 def _ended(quiet: QuietBook, key: str, _future: object) -> None:
     quiet.end(key)
 
@@ -546,7 +554,7 @@ def reconcile_all_rollouts(
     one (a claim retrying against a busy ledger, a query waiting on Prometheus), which would
     hold every other Rollout's next analysis until it ends. A Rollout whose pass from an
     earlier sweep is still queued or running is left out of this one."""
-    bodies = deps.kube.list_custom(ROLLOUTS)
+    bodies = _listing(deps.kube, ROLLOUTS)  # read only, never changed or kept
     phases: dict[str, int] = {}
     for body in bodies:
         key = str((body.get("status") or {}).get("phase") or "Pending")
