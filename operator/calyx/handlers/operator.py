@@ -222,6 +222,8 @@ def _when_leading_cm(react: Callable[[], None]) -> Callable[[Any], None]:
 def _ledger_changed(cm: Any) -> None:
     if not leading():
         return
+    if RT.cache is not None:  # this watch may be ahead of the cache's: read the ledger afresh
+        RT.cache.configmaps.invalidate(RT.rollout.ledger.ns, RT.rollout.ledger.name)
     if cm is None:  # deleted: rebuild it from the statuses it caches (docs/security.md)
         try:
             RT.rollout.ledger.read()
