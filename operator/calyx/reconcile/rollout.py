@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calyx.adapters.events import EventRecorder
-from calyx.adapters.failure_log import FailureLog
+from calyx.adapters.failure_log import FailureLog, is_transient
 from calyx.adapters.kube import LEASES, ROLLOUTS, error_message, is_not_found
 from calyx.adapters.kube_api import KubeApi
 from calyx.adapters.ledger_store import LedgerStore
@@ -25,6 +25,7 @@ from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
+from calyx.domain import audit
 from calyx.domain.canary import (
     CLAIM_ANNOTATION,
     ROLLOUT_LABEL,
@@ -41,7 +42,7 @@ from calyx.domain.canary import (
 )
 from calyx.domain.lease_plan import previously_accepted
 from calyx.domain.ledger import LedgerEntry
-from calyx.domain.outbox import pending
+from calyx.domain.outbox import audit_record, pending
 from calyx.domain.replay import replay_holders
 from calyx.domain.risk import assess, recommended_tiers
 from calyx.domain.risk import to_status as risk_status
@@ -386,12 +387,27 @@ def announce(
     try:
         write_report(deps.kube, rollout, lease, entries, deps.clock())
     except Exception as exc:  # the report must never block a rollback; next pass retries
-        recorded = False
-        log.warning("%s/%s: writing the report failed: %s", ns, name, error_message(exc))
+        FAILURES.failed(f"report/{ns}/{name}", f"writing the report of {ns}/{name}", exc)
+        # A refusal that retrying cannot cure (the namespace is terminating, a policy denies
+        # it, the object is gone): the records still reach stdout, the independent copy, and
+        # the entries are cleared instead of being retried on every pass forever.
+        recorded = not is_transient(exc)
+        if recorded:
+            chain: list[Mapping[str, Any]] = []
+            for entry in entries:
+                record = audit_record(chain, entry, rollout)
+                print(audit.log_line(record), flush=True)
+                chain = [record]
+    else:
+        FAILURES.ok(f"report/{ns}/{name}", f"writing the report of {ns}/{name}")
     for entry in entries:
         deps.events.emit_entry(rollout, entry)
     if entries and recorded:
-        deps.kube.patch_custom_status(ROLLOUTS, ns, name, {"outbox": None})
+        try:
+            deps.kube.patch_custom_status(ROLLOUTS, ns, name, {"outbox": None})
+        except Exception as exc:
+            if not is_not_found(exc):
+                raise
 
 
 def _fault(deps: RolloutDeps, point: str) -> None:
@@ -510,9 +526,11 @@ def reconcile_rollout(
             if rollout is None:
                 deps.quiet.forget(key)
                 return
-            if pending(rollout.get("status")):  # left by a pass that died mid-announcement
-                announce(deps, rollout, None)
-                continue
+            if pending(rollout.get("status")) and i == 0:  # left by a pass that died
+                announce(deps, rollout, None)  # mid-announcement; never blocks the pass below
+                rollout = deps.kube.get_custom(ROLLOUTS, namespace, name)
+                if rollout is None:
+                    return
             observed = observe(deps, rollout, tick=tick and i == 0)
             plan = plan_rollout(observed)
             changed = status_patch(rollout.get("status") or {}, plan.status) is not None
