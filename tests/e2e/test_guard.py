@@ -309,9 +309,15 @@ def test_scaling_and_metadata_stay_free(guard: Guard, enforced_ns: str) -> None:
     _ok(dev.kubectl("scale", "deployment/checkout", "--replicas=4", "-n", ns))
     # what an HPA does: read the scale subresource, write it back with new replicas
     apps = client.AppsV1Api(dev.api_client())
-    scale = apps.read_namespaced_deployment_scale("checkout", ns)
-    scale.spec.replicas = 5
-    apps.replace_namespaced_deployment_scale("checkout", ns, scale)
+    for _ in range(5):  # like an HPA, retry when the Deployment changed since the read (409)
+        scale = apps.read_namespaced_deployment_scale("checkout", ns)
+        scale.spec.replicas = 5
+        try:
+            apps.replace_namespaced_deployment_scale("checkout", ns, scale)
+            break
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
     assert cluster.kubectl_json("get", "deployment", "checkout", "-n", ns)["spec"]["replicas"] == 5
     # spec.replicas on the main resource, and the Deployment's own labels and annotations
     _ok(dev.kubectl("patch", "deployment", "checkout", "-n", ns, "-p", '{"spec":{"replicas":3}}'))
