@@ -247,6 +247,11 @@ def cleanup(**_: Any) -> None:
             part.join(max(0.0, deadline - time.monotonic()))
     if RT.pool is not None:
         RT.pool.shutdown(wait=False, cancel_futures=True)
+        # The sweep hands its passes to the pool without waiting: wait here for the running
+        # ones (the cancelled ones end at once).
+        deps = getattr(RT, "rollout", None)
+        while deps is not None and deps.quiet.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
     if RT.leader is not None:
         RT.leader.stop(release=True)
 

@@ -43,6 +43,11 @@ class QuietBook:
         with self._lock:
             self._running.discard(key)
 
+    def running(self) -> int:
+        """How many sweep passes are queued or running (a graceful stop waits for them)."""
+        with self._lock:
+            return len(self._running)
+
     def record(self, key: str, token: Hashable | None, due: dt.datetime | None) -> None:
         """After a pass that planned nothing: quiet until ``due`` unless the token moves."""
         with self._lock:
