@@ -90,13 +90,10 @@ class LedgerStore:
         entries = rebuild_entries(
             self.kube.list_custom(LEASES), self.kube.list_custom(ROLLOUTS), now
         )
-        data = dict(encode_entry(e) for e in entries)
-        body = {
-            "metadata": {"name": self.name, "namespace": self.ns, "labels": dict(MANAGED_BY)},
-            "data": data,
-        }
         try:
-            created = self.kube.create_configmap(self.ns, body)
+            created = self.kube.create_configmap(
+                self.ns, self._body(dict(encode_entry(e) for e in entries))
+            )
         except Exception as exc:
             if is_conflict(exc):
                 return self.kube.get_configmap(self.ns, self.name)
@@ -109,6 +106,13 @@ class LedgerStore:
         if self.events is not None:
             self.events.emit(created, "Warning", "LedgerRebuilt", msg)
         return created
+
+    def _body(self, data: dict[str, str]) -> dict[str, Any]:
+        """A new ledger ConfigMap, labelled as the operator's own (the admission guard's)."""
+        return {
+            "metadata": {"name": self.name, "namespace": self.ns, "labels": dict(MANAGED_BY)},
+            "data": data,
+        }
 
     def claim(self, candidate: LedgerEntry, now: dt.datetime) -> ClaimOutcome:
         """Record ``candidate`` unless another Rollout holds the digest; idempotent for its owner.
@@ -131,17 +135,7 @@ class LedgerStore:
             data[key] = value
             try:
                 if cm is None:
-                    self.kube.create_configmap(
-                        self.ns,
-                        {
-                            "metadata": {
-                                "name": self.name,
-                                "namespace": self.ns,
-                                "labels": dict(MANAGED_BY),
-                            },
-                            "data": data,
-                        },
-                    )
+                    self.kube.create_configmap(self.ns, self._body(data))
                 else:
                     cm["data"] = data
                     self.kube.replace_configmap(self.ns, self.name, cm)

@@ -97,3 +97,15 @@ def audit_record(
         message=str(entry["message"]),
         data={ID_KEY: entry["id"]},
     )
+
+
+def audit_records(
+    chain: Sequence[Mapping[str, Any]],
+    entries: Iterable[Mapping[str, Any]],
+    obj: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """One chained record per entry, continuing ``chain`` (a stored tail, or ``[]``)."""
+    out: list[dict[str, Any]] = []
+    for entry in entries:
+        out.append(audit_record([*chain, *out][-1:], entry, obj))
+    return out

@@ -363,10 +363,7 @@ def _plan_start(
         # faithful copy, and roll back like any started rollout.
         cname = str(o.canary["metadata"]["name"])
         s.status.setdefault("target", {"kind": "Deployment", "name": cname.removesuffix("-canary")})
-        if o.snapshot is not None and o.target is not None:
-            doc, sha = read_snapshot(o.snapshot)
-            if snapshot_matches(doc, o.target):
-                s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
+        _record_snapshot(s)
         return _begin_rollback(s, "Manual", force or "force-rollback requested")
     if force is not None:
         s.phase("Failed", "force-rollback requested before any change was made; nothing to undo")
@@ -441,14 +438,11 @@ def _plan_start(
     if o.snapshot is None:
         body, _ = snapshot_configmap(o.rollout, o.target)
         return s.act("WriteSnapshot", name=snapshot_name(s.meta["name"]), body=body)
-    doc, sha = read_snapshot(o.snapshot)
-    if not snapshot_matches(doc, o.target):
+    if not _record_snapshot(s):
         # Not a faithful copy of the live target (written under the reserved name by someone
         # else, or by a pass that crashed before the target changed): replace it.
         return s.act("DeleteSnapshot", name=snapshot_name(s.meta["name"]))
-
-    # Snapshot exists: record it (once) — only from now on is the rollout "started".
-    s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
+    # Snapshot recorded (once): only from now on is the rollout "started".
     first = tiers[0]
     if first.approval == "Manual":
         approved = _approval(s, first.weight)
@@ -456,6 +450,19 @@ def _plan_start(
             return _wait_approval(s, 0, first.weight)
         _tier_entry(s, 0)["approvedBy"] = approved
     return _enter_first_tier(s, tiers)
+
+
+def _record_snapshot(s: _Step) -> bool:
+    """Record the snapshot found in the cluster in ``status.snapshot`` if it is a faithful copy
+    of the live target; its sha256 is then the reference every restore is checked against."""
+    o = s.o
+    if o.snapshot is None or o.target is None:
+        return False
+    doc, sha = read_snapshot(o.snapshot)
+    if not snapshot_matches(doc, o.target):
+        return False
+    s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
+    return True
 
 
 def _enter_first_tier(s: _Step, tiers: list[Tier]) -> Plan:

@@ -30,7 +30,7 @@ from calyx.domain.lease_plan import (
     previously_accepted,
 )
 from calyx.domain.ledger import LedgerEntry
-from calyx.domain.outbox import audit_record, enqueue, pending
+from calyx.domain.outbox import audit_records, enqueue, pending
 from calyx.domain.timefmt import format_time
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
@@ -194,14 +194,11 @@ def announce_lease(deps: LeaseDeps, lease: Mapping[str, Any], out: Any = None) -
     if not entries:
         return
     head = status.get("auditHead")
-    chain: list[Mapping[str, Any]] = (
-        [{"seq": int(status.get("auditSeq") or 0), "hash": head}] if head else []
-    )
+    tail = [{"seq": int(status.get("auditSeq") or 0), "hash": head}] if head else []
+    chain = audit_records(tail, entries, lease)
     stream = out or sys.stdout
-    for entry in entries:
-        record = audit_record(chain, entry, lease)
+    for record, entry in zip(chain, entries, strict=True):
         print(audit.log_line(record), file=stream, flush=True)
-        chain = [record]
         deps.events.emit_entry(lease, entry)
     try:
         deps.kube.patch_custom_status(

@@ -42,7 +42,7 @@ from calyx.domain.canary import (
 )
 from calyx.domain.lease_plan import previously_accepted
 from calyx.domain.ledger import LedgerEntry
-from calyx.domain.outbox import audit_record, pending
+from calyx.domain.outbox import audit_records, pending
 from calyx.domain.replay import replay_holders
 from calyx.domain.risk import assess, recommended_tiers
 from calyx.domain.risk import to_status as risk_status
@@ -393,11 +393,8 @@ def announce(
         # the entries are cleared instead of being retried on every pass forever.
         recorded = not is_transient(exc)
         if recorded:
-            chain: list[Mapping[str, Any]] = []
-            for entry in entries:
-                record = audit_record(chain, entry, rollout)
+            for record in audit_records([], entries, rollout):
                 print(audit.log_line(record), flush=True)
-                chain = [record]
     else:
         FAILURES.ok(f"report/{ns}/{name}", f"writing the report of {ns}/{name}")
     for entry in entries:
