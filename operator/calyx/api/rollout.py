@@ -466,7 +466,7 @@ class TierStatus(StatusModel):
     operator down): not counted toward the soak. The last 10."""
 
 
-class AnalysisState(StatusModel):
+class AnalysisStateStatus(StatusModel):
     """The streaks compared with `failureLimit` and `noData.rollbackAfterSeconds`."""
 
     consecutive_breaches: Annotated[int, Field(ge=0)] = 0
@@ -485,7 +485,7 @@ class AnalysisStatus(StatusModel):
 
     reason: LongText = ""
     values: dict[str, MetricSample] | None = None
-    state: AnalysisState | None = None
+    state: AnalysisStateStatus | None = None
     """Counters that must survive an operator restart."""
 
 
