@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from calyx.api.lease import LeaseSpec
 from calyx.api.rollout import RolloutSpec, Tier
@@ -76,7 +76,160 @@ ActionKind = Literal[
     "ReleaseTarget",
     "DeleteSnapshot",
 ]
-REVERTS: tuple[ActionKind, ...] = ("DeleteCanary", "RestoreStable", "DeleteJob", "ReleaseTarget")
+"""An action's name: its log line, and the fault point reached right after it succeeds."""
+
+
+# --- actions: one class per kind, each with the fields its executor needs --------------------
+# reconcile/rollout.py executes them with one ``match`` over these classes (mypy checks that
+# every kind is handled and that each executor reads only fields its action has).
+
+
+@dataclass(frozen=True)
+class AddFinalizer:
+    """Add ``calyx.io/rollback`` to the Rollout (before its first mutation)."""
+
+    kind: ClassVar[ActionKind] = "AddFinalizer"
+
+
+@dataclass(frozen=True)
+class RemoveFinalizer:
+    """Remove ``calyx.io/rollback`` from the Rollout (the rollout has ended)."""
+
+    kind: ClassVar[ActionKind] = "RemoveFinalizer"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Record the Lease as consumed by this Rollout in the ledger (compare-and-swap)."""
+
+    entry: LedgerEntry
+    kind: ClassVar[ActionKind] = "Claim"
+
+
+@dataclass(frozen=True)
+class ClaimTarget:
+    """Annotate the target Deployment as claimed by this Rollout, on its resourceVersion."""
+
+    name: str
+    resource_version: str
+    kind: ClassVar[ActionKind] = "ClaimTarget"
+
+
+@dataclass(frozen=True)
+class ReleaseTarget:
+    """Remove this Rollout's claim annotation from the target, on its resourceVersion."""
+
+    name: str
+    resource_version: str
+    kind: ClassVar[ActionKind] = "ReleaseTarget"
+
+
+@dataclass(frozen=True)
+class WriteSnapshot:
+    """Create the snapshot ConfigMap (a no-op when it exists)."""
+
+    name: str
+    body: Mapping[str, Any]
+    kind: ClassVar[ActionKind] = "WriteSnapshot"
+
+
+@dataclass(frozen=True)
+class DeleteSnapshot:
+    """Delete a snapshot ConfigMap that is not a faithful copy of the target."""
+
+    name: str
+    kind: ClassVar[ActionKind] = "DeleteSnapshot"
+
+
+@dataclass(frozen=True)
+class CreateCanary:
+    """Create the canary Deployment."""
+
+    name: str
+    body: Mapping[str, Any]
+    kind: ClassVar[ActionKind] = "CreateCanary"
+
+
+@dataclass(frozen=True)
+class ScaleCanary:
+    """Set the canary Deployment's replica count (an absolute value)."""
+
+    name: str
+    replicas: int
+    kind: ClassVar[ActionKind] = "ScaleCanary"
+
+
+@dataclass(frozen=True)
+class PatchStableImages:
+    """Set the stable Deployment's container images to the Lease's (promotion)."""
+
+    name: str
+    containers: Sequence[Mapping[str, Any]]
+    """``status.change.containers``: ``name`` and ``image`` of each changed container."""
+
+    kind: ClassVar[ActionKind] = "PatchStableImages"
+
+
+@dataclass(frozen=True)
+class DeleteCanary:
+    """Delete the canary Deployment and its pods at once."""
+
+    name: str
+    kind: ClassVar[ActionKind] = "DeleteCanary"
+
+
+@dataclass(frozen=True)
+class RestoreStable:
+    """Replace the stable Deployment's pod template with the snapshot's."""
+
+    name: str
+    template: Mapping[str, Any]
+    kind: ClassVar[ActionKind] = "RestoreStable"
+
+
+@dataclass(frozen=True)
+class SetPaused:
+    """Set the Rollout's ``spec.paused`` (``onBreach: Pause``)."""
+
+    paused: bool
+    kind: ClassVar[ActionKind] = "SetPaused"
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    """Create the post-deploy validation Job."""
+
+    name: str
+    body: Mapping[str, Any]
+    kind: ClassVar[ActionKind] = "CreateJob"
+
+
+@dataclass(frozen=True)
+class DeleteJob:
+    """Delete the post-deploy validation Job (it timed out)."""
+
+    name: str
+    kind: ClassVar[ActionKind] = "DeleteJob"
+
+
+Action = (
+    AddFinalizer
+    | RemoveFinalizer
+    | Claim
+    | ClaimTarget
+    | ReleaseTarget
+    | WriteSnapshot
+    | DeleteSnapshot
+    | CreateCanary
+    | ScaleCanary
+    | PatchStableImages
+    | DeleteCanary
+    | RestoreStable
+    | SetPaused
+    | CreateJob
+    | DeleteJob
+)
+REVERTS: tuple[type[Action], ...] = (DeleteCanary, RestoreStable, DeleteJob, ReleaseTarget)
 """Actions that only take a change away: a failure of one never blocks the others."""
 RESTORE_FREE_ATTEMPTS = 3
 RESTORE_RETRY_SECONDS = 5
@@ -85,16 +238,6 @@ the first :data:`RESTORE_FREE_ATTEMPTS` (docs/security.md, "restore that does no
 DELETE_GRACE_SECONDS = 60
 """A Rollout deleted mid-rollback lets go after this long even if the restore never verified:
 a finalizer must never wait forever (docs/security.md)."""
-
-
-@dataclass(frozen=True)
-class Action:
-    kind: ActionKind
-    name: str = ""
-    body: Mapping[str, Any] | None = None
-    replicas: int | None = None
-    entry: LedgerEntry | None = None
-    paused: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -178,8 +321,8 @@ class _Step:
             generation=self.meta.get("generation"),
         )
 
-    def act(self, kind: ActionKind, **kw: Any) -> Plan:
-        self.plan.actions.append(Action(kind, **kw))
+    def act(self, action: Action) -> Plan:
+        self.plan.actions.append(action)
         return self.plan
 
     def event(self, type_: str, reason: str, message: str, audit: str = "") -> None:
@@ -287,7 +430,7 @@ def _plan(o: Observed) -> Plan:
         if outcome.action == "pause" and not o.spec.paused:
             s.phase("Paused", f"paused on breach: {outcome.message}")
             s.cond("Healthy", "False", "ThresholdBreached", outcome.message)
-            return s.act("SetPaused", paused=True)
+            return s.act(SetPaused(paused=True))
 
     if o.foreign_canary is not None:
         return _hold(s, "CanaryConflict", _foreign_canary_message(s))
@@ -303,12 +446,9 @@ def _let_go(s: _Step, finalizers: list[str]) -> Plan:
     target claim, then the finalizer."""
     target = s.o.target
     if target is not None and _claimed_target(s):
-        return s.act(
-            "ReleaseTarget",
-            name=target["metadata"]["name"],
-            body={"resourceVersion": target["metadata"].get("resourceVersion")},
-        )
-    return s.act("RemoveFinalizer") if FINALIZER in finalizers else s.done()
+        meta = target["metadata"]
+        return s.act(ReleaseTarget(meta["name"], meta.get("resourceVersion")))
+    return s.act(RemoveFinalizer()) if FINALIZER in finalizers else s.done()
 
 
 def _claimed_target(s: _Step) -> bool:
@@ -417,13 +557,11 @@ def _plan_start(
         s.phase("Pending", message)
         return _hold(s, reason, message)
     if FINALIZER not in (s.meta.get("finalizers") or []):
-        return s.act("AddFinalizer")
+        return s.act(AddFinalizer())
     assert o.target is not None
     if not _claimed_target(s):
         meta = o.target["metadata"]
-        return s.act(
-            "ClaimTarget", name=target, body={"resourceVersion": meta.get("resourceVersion")}
-        )
+        return s.act(ClaimTarget(target, meta.get("resourceVersion")))
     if not _claimed(s):
         entry = LedgerEntry(
             digest=o.verdict.digest,
@@ -434,14 +572,14 @@ def _plan_start(
             claimed_at=s.now,
             expires_at=o.lease_spec.expires_at,
         )
-        return s.act("Claim", entry=entry)
+        return s.act(Claim(entry))
     if o.snapshot is None:
         body, _ = snapshot_configmap(o.rollout, o.target)
-        return s.act("WriteSnapshot", name=snapshot_name(s.meta["name"]), body=body)
+        return s.act(WriteSnapshot(snapshot_name(s.meta["name"]), body))
     if not _record_snapshot(s):
         # Not a faithful copy of the live target (written under the reserved name by someone
         # else, or by a pass that crashed before the target changed): replace it.
-        return s.act("DeleteSnapshot", name=snapshot_name(s.meta["name"]))
+        return s.act(DeleteSnapshot(snapshot_name(s.meta["name"])))
     # Snapshot recorded (once): only from now on is the rollout "started".
     first = tiers[0]
     if first.approval == "Manual":
@@ -643,11 +781,11 @@ def _promote(s: _Step, tiers: list[Tier]) -> Plan:
     target = st["target"]["name"]
     _observe_replicas(s)
     if not images_applied(o.target, images):
-        return s.act("PatchStableImages", name=target, body={"containers": images})
+        return s.act(PatchStableImages(target, images))
     if not deployment_settled(o.target):
         return s.done()
     if o.canary is not None:
-        return s.act("DeleteCanary", name=canary_name(target))
+        return s.act(DeleteCanary(canary_name(target)))
     last = _tier_entry(s, len(tiers) - 1)
     last["completedAt"] = last.get("completedAt") or s.now
     last["result"] = "Passed"
@@ -691,9 +829,7 @@ def _validate(s: _Step) -> Plan:
     val = dict(st.get("validation") or {})
     name = val.get("job") or job_name(s.meta["name"])
     if o.job is None:
-        return s.act(
-            "CreateJob", name=name, body=validation_job(o.rollout, o.spec.post_deploy.job_template)
-        )
+        return s.act(CreateJob(name, validation_job(o.rollout, o.spec.post_deploy.job_template)))
     outcome = job_outcome(o.job)
     started = parse_stamp(val.get("startedAt")) or o.now
     if outcome == "Succeeded":
@@ -714,7 +850,7 @@ def _validate(s: _Step) -> Plan:
         _begin_rollback(
             s, "PostDeployFailed", f"post-deploy Job {name} did not finish within {timeout}s"
         )
-        return s.act("DeleteJob", name=name)
+        return s.act(DeleteJob(name))
     return s.plan
 
 
@@ -728,9 +864,9 @@ def _ensure_canary(s: _Step, weight: int) -> Plan:
     images = (s.status.get("change") or {}).get("containers") or []
     if o.canary is None:
         body = canary_deployment(o.rollout, o.target, images, want, o.verdict.digest)
-        return s.act("CreateCanary", name=body["metadata"]["name"], body=body)
+        return s.act(CreateCanary(body["metadata"]["name"], body))
     if int((o.canary.get("spec") or {}).get("replicas", 0)) != want:
-        return s.act("ScaleCanary", name=o.canary["metadata"]["name"], replicas=want)
+        return s.act(ScaleCanary(o.canary["metadata"]["name"], want))
     return s.plan
 
 
@@ -893,7 +1029,7 @@ def _snapshot_tampered(s: _Step) -> Plan:
     st = s.status
     target = (st.get("target") or {}).get("name", "?")
     if o.canary is not None:
-        s.act("DeleteCanary", name=canary_name(target))
+        s.act(DeleteCanary(canary_name(target)))
     rb = st.get("rollback") or {}
     why = f" (rollback {rb.get('trigger')}: {rb.get('reason')})" if rb else ""
     msg = (
@@ -912,7 +1048,7 @@ def _revert_actions(s: _Step) -> None:
     o = s.o
     target = (s.status.get("target") or {}).get("name")
     if o.canary is not None and target:
-        s.act("DeleteCanary", name=canary_name(target))
+        s.act(DeleteCanary(canary_name(target)))
     doc = o.snapshot_doc
     if o.target is None or doc is None:
         return
@@ -939,9 +1075,7 @@ def _revert_actions(s: _Step) -> None:
         rb["restoreAttempts"] = attempts + 1
         rb["lastRestoreAt"] = s.now
         s.plan.status_first = True  # the attempt is on record even if the patch fails
-        s.act(
-            "RestoreStable", name=target or "", body={"spec": {"template": doc["spec"]["template"]}}
-        )
+        s.act(RestoreStable(target or "", doc["spec"]["template"]))
     s.status["rollback"] = rb
 
 
@@ -982,7 +1116,7 @@ def _abandon_rollback(s: _Step) -> Plan:
         s.event("Warning", "RollbackAbandoned", msg)
     s.phase("Failed", msg)
     s.cond("Progressing", "False", "RollbackAbandoned", msg)
-    s.plan.actions = [a for a in s.plan.actions if a.kind == "DeleteCanary"]
+    s.plan.actions = [a for a in s.plan.actions if isinstance(a, DeleteCanary)]
     return s.plan
 
 
@@ -1046,7 +1180,7 @@ def _target_gone(s: _Step) -> Plan:
         "nothing left to promote or restore"
     )
     if s.o.canary is not None:
-        s.act("DeleteCanary", name=canary_name(target))
+        s.act(DeleteCanary(canary_name(target)))
     s.phase("Failed", msg)
     s.cond("Progressing", "False", "TargetDeleted", msg)
     s.cond("Healthy", "False", "TargetDeleted", msg)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.failure_log import FailureLog, is_transient
@@ -52,9 +52,25 @@ from calyx.domain.rollout_plan import (
     FORCE_ROLLBACK,
     REVERTS,
     TERMINAL,
+    Action,
+    AddFinalizer,
     AnalysisOutcome,
+    Claim,
+    ClaimTarget,
+    CreateCanary,
+    CreateJob,
+    DeleteCanary,
+    DeleteJob,
+    DeleteSnapshot,
     Observed,
+    PatchStableImages,
     Plan,
+    ReleaseTarget,
+    RemoveFinalizer,
+    RestoreStable,
+    ScaleCanary,
+    SetPaused,
+    WriteSnapshot,
     plan_rollout,
 )
 from calyx.domain.timefmt import format_time_ms, parse_stamp
@@ -336,7 +352,7 @@ def apply(
         updated = deps.kube.patch_custom_status(ROLLOUTS, ns, name, patch)
         patch = None
     for action in plan.actions:
-        if action.kind in REVERTS:
+        if isinstance(action, REVERTS):
             # A revert that fails (a policy denies it, the API is flaky) is recorded and
             # retried on a bounded schedule by the planner; it must not stop the other reverts
             # nor the announcements of this pass.
@@ -348,7 +364,7 @@ def apply(
                     ns,
                     name,
                     action.kind,
-                    action.name,
+                    getattr(action, "name", ""),
                     error_message(exc),
                 )
             continue
@@ -413,74 +429,68 @@ def _fault(deps: RolloutDeps, point: str) -> None:
         deps.faults(point)
 
 
-def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Any) -> None:
+def _do(deps: RolloutDeps, rollout: Mapping[str, Any], action: Action) -> None:
     meta = rollout["metadata"]
     ns = meta["namespace"]
     kube = deps.kube
-    kind = action.kind
-    log.info("%s/%s: %s %s", ns, meta["name"], kind, action.name)
-    if kind in ("AddFinalizer", "RemoveFinalizer"):
-        fins = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        if kind == "AddFinalizer":
-            fins.append(FINALIZER)
-        kube.patch_custom(
-            ROLLOUTS,
-            ns,
-            meta["name"],
-            {"metadata": {"finalizers": fins, "resourceVersion": meta["resourceVersion"]}},
-        )
-    elif kind == "Claim":
-        deps.ledger.claim(action.entry, deps.clock())
-    elif kind in ("ClaimTarget", "ReleaseTarget"):
-        # The target's resourceVersion is the precondition: of two Rollouts claiming at once
-        # the API server accepts one write; the other re-observes and waits (TargetBusy).
-        assert action.body is not None
-        kube.annotate_deployment(
-            ns,
-            action.name,
-            CLAIM_ANNOTATION,
-            claim_value(rollout) if kind == "ClaimTarget" else None,
-            action.body["resourceVersion"],
-        )
-    elif kind == "DeleteSnapshot":
-        kube.delete_configmap(ns, action.name)
-    elif kind == "WriteSnapshot":
-        kube.create_configmap_if_absent(ns, action.body)
-    elif kind == "CreateCanary":
-        kube.create_deployment(ns, action.body)
-    elif kind == "ScaleCanary":
-        kube.patch_deployment(
-            ns, action.name, {"spec": {"replicas": action.replicas}}, "application/merge-patch+json"
-        )
-    elif kind == "PatchStableImages":
-        containers = [{"name": c["name"], "image": c["image"]} for c in action.body["containers"]]
-        kube.patch_deployment(
-            ns,
-            action.name,
-            {"spec": {"template": {"spec": {"containers": containers}}}},
-            "application/strategic-merge-patch+json",
-        )
-    elif kind == "DeleteCanary":
-        selector = f"{TRACK_LABEL}=canary,{ROLLOUT_LABEL}={meta['name']}"
-        kube.delete_deployment_now(ns, action.name, selector)
-    elif kind == "RestoreStable":
-        assert action.body is not None
-        template = action.body["spec"]["template"]
-        kube.patch_deployment(
-            ns,
-            action.name,
-            [{"op": "replace", "path": "/spec/template", "value": template}],
-            "application/json-patch+json",
-        )
-    elif kind == "CreateJob":
-        kube.create_job(ns, action.body)
-    elif kind == "DeleteJob":
-        kube.delete_job(ns, action.name)
-    elif kind == "SetPaused":
-        kube.patch_custom(ROLLOUTS, ns, meta["name"], {"spec": {"paused": action.paused}})
-    else:  # pragma: no cover - the planner's Literal type lists every kind
-        raise ValueError(f"unknown action {kind}")
-    _fault(deps, kind)
+    log.info("%s/%s: %s %s", ns, meta["name"], action.kind, getattr(action, "name", ""))
+    match action:
+        case AddFinalizer() | RemoveFinalizer():
+            fins = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+            if isinstance(action, AddFinalizer):
+                fins.append(FINALIZER)
+            kube.patch_custom(
+                ROLLOUTS,
+                ns,
+                meta["name"],
+                {"metadata": {"finalizers": fins, "resourceVersion": meta["resourceVersion"]}},
+            )
+        case Claim(entry=entry):
+            deps.ledger.claim(entry, deps.clock())
+        case ClaimTarget(name=target, resource_version=version):
+            # The target's resourceVersion is the precondition: of two Rollouts claiming at
+            # once the API server accepts one write; the other re-observes and waits
+            # (TargetBusy).
+            kube.annotate_deployment(ns, target, CLAIM_ANNOTATION, claim_value(rollout), version)
+        case ReleaseTarget(name=target, resource_version=version):
+            kube.annotate_deployment(ns, target, CLAIM_ANNOTATION, None, version)
+        case DeleteSnapshot(name=cm):
+            kube.delete_configmap(ns, cm)
+        case WriteSnapshot(body=body):
+            kube.create_configmap_if_absent(ns, body)
+        case CreateCanary(body=body):
+            kube.create_deployment(ns, body)
+        case ScaleCanary(name=canary, replicas=replicas):
+            kube.patch_deployment(
+                ns, canary, {"spec": {"replicas": replicas}}, "application/merge-patch+json"
+            )
+        case PatchStableImages(name=target, containers=images):
+            containers = [{"name": c["name"], "image": c["image"]} for c in images]
+            kube.patch_deployment(
+                ns,
+                target,
+                {"spec": {"template": {"spec": {"containers": containers}}}},
+                "application/strategic-merge-patch+json",
+            )
+        case DeleteCanary(name=canary):
+            selector = f"{TRACK_LABEL}=canary,{ROLLOUT_LABEL}={meta['name']}"
+            kube.delete_deployment_now(ns, canary, selector)
+        case RestoreStable(name=target, template=template):
+            kube.patch_deployment(
+                ns,
+                target,
+                [{"op": "replace", "path": "/spec/template", "value": template}],
+                "application/json-patch+json",
+            )
+        case CreateJob(body=body):
+            kube.create_job(ns, body)
+        case DeleteJob(name=job):
+            kube.delete_job(ns, job)
+        case SetPaused(paused=paused):
+            kube.patch_custom(ROLLOUTS, ns, meta["name"], {"spec": {"paused": paused}})
+        case _:  # pragma: no cover - mypy checks that every Action class is handled
+            assert_never(action)
+    _fault(deps, action.kind)
 
 
 def _token(deps: RolloutDeps, namespace: str) -> Hashable | None:
