@@ -54,6 +54,7 @@ from calyx.domain.timefmt import format_time_ms, parse_time
 
 __all__ = [
     "DEFAULTS",
+    "GAP_INTERVALS",
     "Action",
     "AnalysisDecision",
     "AnalysisError",
@@ -70,8 +71,10 @@ __all__ = [
     "breaches",
     "estimate_breach_start",
     "evaluate",
+    "is_gap",
     "parse_analysis",
     "queries_for",
+    "without_gap",
 ]
 
 Verdict = Literal["Pass", "Breach", "NoData"]
@@ -485,6 +488,32 @@ class AnalysisDecision:
         }
 
 
+GAP_INTERVALS: Final = 2
+"""A stretch between two evaluations longer than this many intervals is a gap (API server,
+Prometheus or operator down or overloaded): it counts neither toward a soak nor toward a NoData
+streak (docs/analysis.md, "Soak" and "No data")."""
+
+
+def is_gap(seconds: float, interval_seconds: int) -> bool:
+    """Whether ``seconds`` between two evaluations is an unanalysed gap."""
+    return seconds > GAP_INTERVALS * interval_seconds
+
+
+def without_gap(
+    state: AnalysisState, previous_at: datetime | None, sent_at: datetime, interval_seconds: int
+) -> AnalysisState:
+    """``state`` with an unanalysed gap since the previous evaluation taken out of its NoData
+    streak: time in which nobody looked is no evidence that data is missing. Without this, a
+    canary whose first evaluation came before its pods had series, and whose next came minutes
+    later from an overloaded operator, was rolled back for NoData (docs/performance.md)."""
+    if state.no_data_since is None or previous_at is None:
+        return state
+    gap = (sent_at - previous_at).total_seconds()
+    if not is_gap(gap, interval_seconds):
+        return state
+    return replace(state, no_data_since=min(sent_at, state.no_data_since + timedelta(seconds=gap)))
+
+
 def evaluate(
     settings: AnalysisSettings,
     samples: Mapping[str, MetricSamples],
@@ -496,7 +525,8 @@ def evaluate(
 
     ``now`` is the evaluation time (aware); ``sent_at`` when its queries were sent (default
     ``now``): a NoData streak starts at the first query left unanswered, not when its timeout
-    ran out (docs/analysis.md, "A hung Prometheus"). A configured metric missing from
+    ran out (docs/analysis.md, "A hung Prometheus"); ``state`` has already had any gap since the
+    previous evaluation taken out (:func:`without_gap`). A configured metric missing from
     ``samples`` counts as NoData: the caller failed to query it, which is not evidence of health.
     """
     if now.tzinfo is None:

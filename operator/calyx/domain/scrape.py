@@ -3,7 +3,7 @@
 A free-running clock evaluates at a random phase of the scrape cycle: a breaching sample waits up
 to a whole interval after it lands. Prometheus knows each target's last scrape, its scrape
 interval and how long the scrape took, so the next time new data *lands* is predictable: the
-evaluation is due at the first landing after ``interval`` has elapsed since the last one. Pure:
+evaluation is due at the landing ``interval`` after the one the last evaluation saw. Pure:
 the adapter reads the targets, the clock is passed in.
 """
 
@@ -37,18 +37,47 @@ def next_landing(t: ScrapeTarget, after: dt.datetime) -> dt.datetime:
     return first + dt.timedelta(seconds=k * t.interval_seconds)
 
 
+def last_landing(t: ScrapeTarget, at: dt.datetime) -> dt.datetime:
+    """The latest landing of ``t`` at or before ``at``: the newest data an evaluation at ``at``
+    could see."""
+    first = t.last_scrape + dt.timedelta(seconds=t.duration_seconds + LANDING_MARGIN_SECONDS)
+    if t.interval_seconds <= 0:
+        return first
+    k = math.floor((at - first).total_seconds() / t.interval_seconds)
+    return first + dt.timedelta(seconds=k * t.interval_seconds)
+
+
 def due_at(
     last_evaluation: dt.datetime | None,
     interval_seconds: float,
     targets: Sequence[ScrapeTarget],
     tolerance_seconds: float = 0.0,
 ) -> dt.datetime | None:
-    """When the next evaluation is due: ``None`` = now (never evaluated). Without target
-    information it is ``last + interval`` (less the tolerance for discrete timer ticks); with
-    it, the first scrape landing at or after that time (a target's next landing never lies more
-    than one of its scrape intervals later)."""
+    """When the next evaluation is due: ``None`` = now (never evaluated).
+
+    With target information, the schedule runs on the *data*: the landing the last evaluation
+    saw, plus ``interval``, rounded up to a landing. It does not run from when the last
+    evaluation happened to run: a sweep tick or a busy pool delays an evaluation by a fraction
+    of a scrape, and counting from that delay pushed every next evaluation one whole scrape
+    later (a 2 s interval became 3 s; docs/performance.md). Without target information it is
+    ``last + interval`` (less the tolerance for discrete timer ticks). With several targets the
+    earliest is taken."""
     if last_evaluation is None:
         return None
-    base = last_evaluation + dt.timedelta(seconds=interval_seconds - tolerance_seconds)
-    landings = [next_landing(t, base) for t in targets]
-    return min(landings) if landings else base
+    if not targets:
+        return last_evaluation + dt.timedelta(seconds=interval_seconds - tolerance_seconds)
+    step = dt.timedelta(seconds=interval_seconds - _EPSILON_SECONDS)
+    return min(
+        next_landing(t, last_landing(t, last_evaluation + _jitter(t)) + step) for t in targets
+    )
+
+
+_EPSILON_SECONDS = 0.001
+"""Float rounding: a landing exactly ``interval`` after the anchor is that landing, not the next."""
+
+
+def _jitter(t: ScrapeTarget) -> dt.timedelta:
+    """Scrape start and duration jitter by milliseconds between target reads: an evaluation run
+    at the landing it was due at must count as having seen it, or the next would come one
+    scrape early."""
+    return dt.timedelta(seconds=min(0.1, t.interval_seconds / 4))

@@ -28,6 +28,7 @@ from calyx.domain.analysis import (
     evaluate,
     parse_analysis,
     queries_for,
+    without_gap,
 )
 from calyx.domain.batch import PodVector, batch_queries, combine
 from calyx.domain.promql import BUILTIN_METRICS, BuiltinMetric, TemplateError, template_vars
@@ -252,7 +253,13 @@ class AnalysisRunner:
         target = (status.get("target") or {}).get("name") or o.target["metadata"]["name"]
         client = self.client(url)
         variables = template_vars(meta["namespace"], target, settings.window_seconds)
-        state = AnalysisState.from_status(last.get("state"))
+        previous_at = parse_stamp(last.get("time"))
+        state = without_gap(
+            AnalysisState.from_status(last.get("state")),
+            previous_at,
+            o.now,
+            settings.interval_seconds,
+        )
         try:
             queries = queries_for(settings, variables)
         except AnalysisError as exc:

@@ -19,9 +19,11 @@ from calyx.domain.analysis import (
     QueryOutcome,
     evaluate,
     parse_analysis,
+    without_gap,
 )
-from calyx.domain.rollout_plan import AnalysisOutcome, stamp
+from calyx.domain.rollout_plan import AnalysisOutcome, Observed, stamp
 from calyx.reconcile.analysis import AnalysisRunner
+from tests.support.fake_prometheus import FakePrometheus, vec
 from tests.support.rollout_world import T0, World
 
 ANALYSED = {"analysis": {"intervalSeconds": 2, "errorRate": {"maxPermille": 10}}}
@@ -155,3 +157,76 @@ def test_wait_is_bounded_by_the_interval_and_the_no_data_deadline() -> None:
     streak = AnalysisState(no_data_since=T0)
     assert runner._wait(settings, streak, T0 + dt.timedelta(seconds=9)) == pytest.approx(1.0)
     assert runner._wait(settings, streak, T0 + dt.timedelta(seconds=12)) == 0.0
+
+
+def _overdue_rollout(
+    prom_url: str, since_seconds: float, last_seconds: float
+) -> tuple[AnalysisRunner, Observed]:
+    """A Rollout whose NoData streak began ``since_seconds`` ago and whose last evaluation was
+    ``last_seconds`` ago (noData.rollbackAfterSeconds 120, interval 10)."""
+    now = dt.datetime.now(dt.UTC)
+    ago = lambda x: stamp(now - dt.timedelta(seconds=x))  # noqa: E731
+    body = {
+        "leaseRef": {"name": "l"},
+        "analysis": {"intervalSeconds": 10, "errorRate": {"maxPermille": 10}},
+    }
+    rollout = {
+        "metadata": {"name": "r", "namespace": "ns"},
+        "status": {
+            "phase": "Progressing",
+            "target": {"name": "web"},
+            "lastAnalysis": {
+                "time": ago(last_seconds),
+                "verdict": "NoData",
+                "state": {"consecutiveBreaches": 0, "noDataSince": ago(since_seconds)},
+            },
+        },
+    }
+    observed = Observed(
+        rollout=rollout,
+        now=now,
+        spec=parse_rollout_spec(body),
+        target={"metadata": {"name": "web"}},
+    )
+    return AnalysisRunner(prom_url, timeout_seconds=5), observed
+
+
+def test_a_gap_the_operator_caused_is_not_time_without_data() -> None:
+    """Probe (1,000-Rollout ramp-up): a canary's first evaluation came before its pods had
+    series, the next one 130 s later from an overloaded operator. The streak then looked older
+    than rollbackAfterSeconds, the evaluation gave a healthy Prometheus 0 s to answer and
+    rolled the canary back for NoData."""
+    prom = FakePrometheus()
+    prom.default = vec(({}, "0"))
+    prom.delay = 0.05
+    try:
+        runner, observed = _overdue_rollout(prom.url, since_seconds=130, last_seconds=130)
+        out = runner(observed)
+    finally:
+        prom.close()
+    assert out is not None
+    assert out.action != "rollback", out.message
+    assert out.status["verdict"] == "Pass", out.message
+
+
+def test_a_hung_prometheus_on_schedule_still_rolls_back_at_the_deadline(
+    hung_prometheus: str,
+) -> None:
+    """Evaluations every interval, none answered for 130 s: no gap, the deadline stands, and the
+    evaluation does not wait for the hung server."""
+    runner, observed = _overdue_rollout(hung_prometheus, since_seconds=130, last_seconds=10)
+    t0 = time.monotonic()
+    out = runner(observed)
+    assert out is not None and out.action == "rollback", out
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_without_gap_keeps_analysed_time_and_drops_the_gap() -> None:
+    interval = 10
+    since = AnalysisState(no_data_since=T0)
+    at = lambda x: T0 + dt.timedelta(seconds=x)  # noqa: E731
+    assert without_gap(since, at(20), at(40), interval) == since, "two intervals: no gap"
+    shifted = without_gap(since, at(20), at(80), interval)
+    assert shifted.no_data_since == at(60), "20 s analysed before the gap, the 60 s gap dropped"
+    assert without_gap(AnalysisState(), at(0), at(500), interval) == AnalysisState()
+    assert without_gap(since, None, at(500), interval) == since
