@@ -23,16 +23,18 @@ only delay the error outcome past the interval (promise 3).
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
 
 import requests
@@ -45,6 +47,7 @@ from calyx.domain.analysis import QueryOutcome
 from calyx.domain.scrape import ScrapeTarget
 
 __all__ = [
+    "UNANSWERED_PREFIXES",
     "Labels",
     "PrometheusClient",
     "PrometheusQueryError",
@@ -61,6 +64,10 @@ K = TypeVar("K")
 _ERRNO: Final = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 _HTTP_ERROR: Final = re.compile(r"HTTP Status Code (\d+) \((b'.*'|b\".*\")\)\s*$", re.DOTALL)
 _MAX_DETAIL: Final = 300
+NO_ANSWER: Final = "no answer within"
+TIMED_OUT: Final = "timed out after"
+UNANSWERED_PREFIXES: Final = (NO_ANSWER, TIMED_OUT)
+"""How an ``error`` outcome's detail begins when the server did not answer in time."""
 
 
 class PrometheusQueryError(RuntimeError):
@@ -142,6 +149,12 @@ class PrometheusClient:
         self._targets: list[ScrapeTarget] = []
         self._targets_at = -math.inf
         self._targets_inflight = False
+        # Every request still waiting for its answer, by when it was sent: the first one a hung
+        # server left unanswered starts the NoData clock (docs/analysis.md, "A hung Prometheus").
+        self._outstanding: dict[int, datetime] = {}
+        self._outstanding_lock = threading.Lock()
+        self._request_ids = itertools.count()
+        self._last_timed_out = False  # whether the last request to finish got no answer
 
     def __repr__(self) -> str:
         return f"PrometheusClient({self.url!r}, timeout_seconds={self.timeout_seconds})"
@@ -165,17 +178,56 @@ class PrometheusClient:
             params["time"] = f"{at.timestamp():.3f}"
         return params
 
+    @contextmanager
+    def _request(self) -> Iterator[None]:
+        """Mark one request outstanding from its send until its answer (or failure)."""
+        key = next(self._request_ids)
+        with self._outstanding_lock:
+            self._outstanding[key] = datetime.now(UTC)
+        timed_out = False
+        try:
+            yield
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc)
+            raise
+        finally:
+            with self._outstanding_lock:
+                del self._outstanding[key]
+                self._last_timed_out = timed_out
+
+    def answering(self, within_seconds: float) -> bool:
+        """Whether the server looks responsive: no request has waited longer than
+        ``within_seconds`` and the last one to finish was not a timeout."""
+        with self._outstanding_lock:
+            if self._last_timed_out:
+                return False
+        return self.unanswered_since(older_than_seconds=within_seconds) is None
+
+    def unanswered_since(self, older_than_seconds: float = 0.0) -> datetime | None:
+        """When the oldest request still without an answer was sent, if it has waited longer
+        than ``older_than_seconds`` (None: every request was answered sooner). Any request
+        counts — a query of any Rollout, a batch, the targets read — so a hung server is known
+        from the first request it left unanswered, not from each Rollout's own."""
+        with self._outstanding_lock:
+            oldest = min(self._outstanding.values(), default=None)
+        if oldest is None:
+            return None
+        if (datetime.now(UTC) - oldest).total_seconds() < older_than_seconds:
+            return None
+        return oldest
+
     def _call(self, fn: Callable[[], Any]) -> tuple[Any, QueryOutcome | None, float]:
         """Run one API call; on failure return the ``error`` outcome instead of raising."""
         started = time.monotonic()
         reason, detail = "other", ""
         try:
-            return fn(), None, time.monotonic() - started
+            with self._request():
+                return fn(), None, time.monotonic() - started
         except requests.Timeout:
-            reason, detail = "timeout", f"timed out after {self.timeout_seconds:g}s"
+            reason, detail = "timeout", f"{TIMED_OUT} {self.timeout_seconds:g}s"
         except requests.ConnectionError as exc:
             if "timed out" in str(exc):
-                reason, detail = "timeout", f"timed out after {self.timeout_seconds:g}s"
+                reason, detail = "timeout", f"{TIMED_OUT} {self.timeout_seconds:g}s"
                 return self._failed(reason, detail, started)
             found = _ERRNO.search(str(exc))
             why = found.group(1).strip().lower() if found else type(exc).__name__
@@ -313,7 +365,7 @@ class PrometheusClient:
                 out[key] = fut.result(timeout=left)
             except FutureTimeout:
                 outcome = QueryOutcome(
-                    "error", None, f"no answer within {wait_seconds:g}s", wait_seconds or 0.0
+                    "error", None, f"{NO_ANSWER} {wait_seconds:g}s", wait_seconds or 0.0
                 )
                 if self._metrics is not None:
                     self._metrics.record_query(outcome, "timeout")
@@ -335,14 +387,16 @@ class PrometheusClient:
 
     def _refresh_targets(self) -> None:
         found: list[ScrapeTarget] = []
+        answered = True
         try:
-            resp = self._connect()._session.get(  # the client has no targets API of its own
-                f"{self.url}/api/v1/targets",
-                params={"state": "active"},
-                headers=self._headers or None,
-                timeout=self.timeout_seconds,
-                verify=not self._disable_ssl,
-            )
+            with self._request():
+                resp = self._connect()._session.get(  # the client has no targets API of its own
+                    f"{self.url}/api/v1/targets",
+                    params={"state": "active"},
+                    headers=self._headers or None,
+                    timeout=self.timeout_seconds,
+                    verify=not self._disable_ssl,
+                )
             resp.raise_for_status()
             for t in resp.json()["data"]["activeTargets"]:
                 if t.get("health") != "up" or not t.get("lastScrape"):
@@ -355,9 +409,11 @@ class PrometheusClient:
                     )
                 )
         except (requests.RequestException, ValueError, KeyError, TypeError):
-            found = []
+            answered = False  # the scrape cadence last read is still the best guess
         with self._targets_lock:
-            self._targets, self._targets_at = found, time.monotonic()
+            if answered:
+                self._targets = found
+            self._targets_at = time.monotonic()
             self._targets_inflight = False
 
     def close(self) -> None:

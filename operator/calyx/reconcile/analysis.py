@@ -15,7 +15,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
 from calyx.adapters.metrics import METRICS, OperatorMetrics
-from calyx.adapters.prometheus import PrometheusClient, PrometheusQueryError
+from calyx.adapters.prometheus import (
+    UNANSWERED_PREFIXES,
+    PrometheusClient,
+    PrometheusQueryError,
+)
 from calyx.api.errors import InvalidSpecError
 from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.analysis import (
@@ -24,6 +28,7 @@ from calyx.domain.analysis import (
     AnalysisSettings,
     AnalysisState,
     MetricSamples,
+    QueryOutcome,
     estimate_breach_start,
     evaluate,
     parse_analysis,
@@ -41,6 +46,9 @@ ANALYZED_PHASES = ("Progressing", "Paused", "WaitingForApproval")
 # A batch serves the sweep that fetched it (a slow sweep at 100 Rollouts takes seconds); values
 # older than this are re-queried per Rollout rather than hide a fresh breach.
 BATCH_MAX_AGE_SECONDS = 5.0
+# A server with no request outstanding for longer than this is answering: an evaluation at the
+# NoData deadline then waits for its answer instead of giving up at once.
+RESPONSIVE_SECONDS = 1.0
 
 
 class AnalysisRunner:
@@ -63,27 +71,37 @@ class AnalysisRunner:
         self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         self._batch_at: dt.datetime | None = None
-        # Per Prometheus URL: when this sweep's batched queries were sent and left unanswered.
-        self._unanswered: dict[str, dt.datetime] = {}
         # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
         # the next one would stretch every interval by a tick.
         self.tolerance = tolerance_seconds
 
     def _due(
-        self, status: Mapping[str, Any], interval: int, now: dt.datetime, url: str | None = None
+        self,
+        status: Mapping[str, Any],
+        settings: AnalysisSettings,
+        now: dt.datetime,
+        url: str | None = None,
     ) -> bool:
-        """Due at the first scrape landing after ``interval`` has elapsed since the last
-        evaluation (docs/analysis.md, "Scrape-aligned"); on a free-running clock when
-        Prometheus's targets are unknown."""
-        when = self._due_time(status, interval, url)
+        """Due at the scrape landing one interval after the one the last evaluation saw
+        (docs/analysis.md, "Scrape-aligned"); on a free-running clock when Prometheus's targets
+        are unknown."""
+        when = self._due_time(status, settings, url)
         return when is None or now >= when
 
     def _due_time(
-        self, status: Mapping[str, Any], interval: int, url: str | None
+        self, status: Mapping[str, Any], settings: AnalysisSettings, url: str | None
     ) -> dt.datetime | None:
-        last = parse_stamp((status.get("lastAnalysis") or {}).get("time"))
-        targets = self.client(url).scrape_targets() if url and last is not None else []
-        return due_at(last, interval, targets, self.tolerance)
+        """The scheduled evaluation, or earlier the moment a running NoData streak reaches
+        ``noData.rollbackAfterSeconds``: the rollback must not wait for the next interval."""
+        last = status.get("lastAnalysis") or {}
+        at = parse_stamp(last.get("time"))
+        targets = self.client(url).scrape_targets() if url and at is not None else []
+        when = due_at(at, settings.interval_seconds, targets, self.tolerance)
+        since = AnalysisState.from_status(last.get("state")).no_data_since
+        after = settings.no_data_rollback_after_seconds
+        if when is None or since is None or after <= 0:
+            return when
+        return min(when, since + dt.timedelta(seconds=after))
 
     def next_due(self, o: Observed) -> dt.datetime | None:
         """When ``o``'s next evaluation is due (None: now), by the rule ``__call__`` applies:
@@ -92,7 +110,7 @@ class AnalysisRunner:
             return None
         settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
         url = settings.prometheus_url or self.default_url
-        return self._due_time(o.rollout.get("status") or {}, settings.interval_seconds, url)
+        return self._due_time(o.rollout.get("status") or {}, settings, url)
 
     def prepare(self, bodies: Sequence[Mapping[str, Any]], now: dt.datetime) -> None:
         """Before a timer sweep: fetch every due Rollout's default metrics with one grouped
@@ -119,7 +137,7 @@ class AnalysisRunner:
             # is enough to query. Not every analysed Rollout's: at 1,000 Rollouts the grouped
             # answers for all of them, every tick, were a fifth of the operator's CPU (JSON).
             url = settings.prometheus_url or self.default_url
-            when = self._due_time(status, settings.interval_seconds, url)
+            when = self._due_time(status, settings, url)
             any_due = any_due or when is None or now >= when
             shortest = min(shortest, float(settings.interval_seconds))
             if when is not None and when > now + dt.timedelta(seconds=4 * self.tolerance):
@@ -133,28 +151,25 @@ class AnalysisRunner:
         batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         parts_wanted: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         futures = {}
-        with self._lock:
-            hung = set(self._unanswered)
+        # The batch is an accelerator: a hung Prometheus must not hold up the sweep for a full
+        # timeout before every Rollout's own (deadline-bounded) queries even start.
+        wait = min(self.timeout, shortest / 2)
         for (url, window, metric), namespaces in groups.items():
-            if url in hung:
-                # Unanswered last sweep: waiting for it again would only delay every Rollout's
-                # own queries, which are what notices the server answering again.
-                continue
             client = self.client(url)
+            if client.unanswered_since(older_than_seconds=wait) is not None:
+                # Hung: waiting for it again would only delay every Rollout's own queries,
+                # which are what notices the server answering again.
+                continue
             queries = batch_queries(metric, namespaces, window)
             parts_wanted[(url, window, metric)] = set(queries)
             for part, query in queries.items():
                 futures[(url, window, metric, part)] = client.submit_vector(query)
-        # The batch is an accelerator: a hung Prometheus must not hold up the sweep for a full
-        # timeout before every Rollout's own (deadline-bounded) queries even start.
-        deadline = time.monotonic() + min(self.timeout, shortest / 2)
-        unanswered: dict[str, dt.datetime] = {}
+        deadline = time.monotonic() + wait
         for (url, window, metric, part), fut in futures.items():
             try:
                 vector = fut.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
-                unanswered[url] = now  # a NoData streak starts at this send (docs/analysis.md)
-                continue
+                continue  # the client remembers when it was sent (a NoData streak's start)
             except PrometheusQueryError:
                 continue  # that group falls back to per-Rollout queries (and their outcomes)
             by_namespace: dict[str, dict[tuple[str, str], float]] = {}
@@ -167,7 +182,6 @@ class AnalysisRunner:
             self._batch = complete
             self._batch_namespaces = {k: groups[k] for k in complete}
             self._batch_at = now
-            self._unanswered = unanswered
 
     def _batched(
         self, url: str, window: int, metric: Any, namespace: str, target: str, now: dt.datetime
@@ -247,7 +261,7 @@ class AnalysisRunner:
         settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
         last = status.get("lastAnalysis") or {}
         url = settings.prometheus_url or self.default_url
-        if not self._due(status, settings.interval_seconds, o.now, url):
+        if not self._due(status, settings, o.now, url):
             return None
         meta = o.rollout["metadata"]
         target = (status.get("target") or {}).get("name") or o.target["metadata"]["name"]
@@ -298,7 +312,10 @@ class AnalysisRunner:
             if q.baseline is not None:
                 wanted[(q.metric.name, "baseline")] = q.baseline
         started = time.monotonic()
-        outcomes = client.query_many(wanted, wait_seconds=self._wait(settings, state, o.now))
+        responsive = client.answering(within_seconds=RESPONSIVE_SECONDS)
+        outcomes = client.query_many(
+            wanted, wait_seconds=self._wait(settings, state, o.now, responsive)
+        )
         now = o.now + dt.timedelta(seconds=time.monotonic() - started)
         for q in queries:
             if q.metric.name not in samples:
@@ -306,12 +323,13 @@ class AnalysisRunner:
                     canary=outcomes[(q.metric.name, "canary")],
                     baseline=outcomes.get((q.metric.name, "baseline")),
                 )
-        with self._lock:
-            batch_sent = self._unanswered.get(url)
-        # The first unanswered query may be this sweep's batch, sent before this Rollout's own
-        # (only a recent one: an old sweep's batch says nothing about this evaluation).
-        fresh = batch_sent is not None and (o.now - batch_sent).total_seconds() <= self.timeout
-        sent_at = min(o.now, batch_sent) if fresh and batch_sent is not None else o.now
+        sent_at = o.now
+        if any(_unanswered(out) for out in outcomes.values()):
+            # The first request the server left unanswered may be older than this Rollout's
+            # own (a batch, another Rollout's query, the targets read); not older than the
+            # previous evaluation, which was answered or already started the streak.
+            first = client.unanswered_since() or o.now
+            sent_at = max(min(o.now, first), previous_at or first)
         decision = evaluate(settings, samples, state, now, sent_at=sent_at)
         breach_at = None
         if decision.action in ("rollback", "pause") and decision.cause == "breach":
@@ -327,14 +345,22 @@ class AnalysisRunner:
             events=_events(last.get("verdict"), decision),
         )
 
-    def _wait(self, settings: AnalysisSettings, state: AnalysisState, now: dt.datetime) -> float:
+    def _wait(
+        self,
+        settings: AnalysisSettings,
+        state: AnalysisState,
+        now: dt.datetime,
+        responsive: bool = False,
+    ) -> float:
         """How long this evaluation waits for Prometheus: never longer than the interval
-        (the next evaluation is due then) nor past the moment a NoData streak already running
-        reaches ``noData.rollbackAfterSeconds`` — the revert must not wait for a hung server
-        (docs/analysis.md, "A hung Prometheus")."""
+        (the next evaluation is due then) nor, while the server leaves requests unanswered,
+        past the moment a NoData streak already running reaches
+        ``noData.rollbackAfterSeconds`` — the revert must not wait for a hung server
+        (docs/analysis.md, "A hung Prometheus"). A ``responsive`` server gets the whole wait:
+        data coming back at the deadline must be seen, not cut off."""
         wait = min(self.timeout, float(settings.interval_seconds))
         after = settings.no_data_rollback_after_seconds
-        if state.no_data_since is not None and after > 0:
+        if state.no_data_since is not None and after > 0 and not responsive:
             due = state.no_data_since + dt.timedelta(seconds=after)
             wait = min(wait, max(0.0, (due - now).total_seconds()))
         return wait
@@ -366,6 +392,10 @@ class AnalysisRunner:
                 fallback=fallback,
             )
         return fallback
+
+
+def _unanswered(outcome: QueryOutcome) -> bool:
+    return outcome.kind == "error" and outcome.detail.startswith(UNANSWERED_PREFIXES)
 
 
 def _events(previous: str | None, d: AnalysisDecision) -> list[Event]:

@@ -258,3 +258,36 @@ def test_operator_metrics_are_isolated_and_complete() -> None:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_the_first_request_left_unanswered_is_remembered(
+    fake: FakePrometheus, client: PrometheusClient
+) -> None:
+    """A hung server is known from the first request it left waiting, whoever sent it: the
+    NoData clock starts there (docs/analysis.md, "A hung Prometheus")."""
+    fake.replies["q"] = vec(({}, "1"))
+    assert client.unanswered_since() is None and client.answering(within_seconds=0.1)
+    fake.delay = 0.6
+    sent = datetime.now(UTC)
+    out = client.query_many({"a": "q"}, wait_seconds=0.1)
+    assert out["a"].kind == "error"
+    since = client.unanswered_since()
+    assert since is not None and 0 <= (since - sent).total_seconds() < 0.1
+    time.sleep(0.15)
+    assert not client.answering(within_seconds=0.2)
+    time.sleep(0.6)  # the answer arrives after all: the server is answering again
+    assert client.unanswered_since() is None and client.answering(within_seconds=0.2)
+
+
+def test_a_timeout_marks_the_server_not_answering(
+    fake: FakePrometheus, metrics: OperatorMetrics
+) -> None:
+    fake.replies["q"] = vec(({}, "1"))
+    fake.delay = 0.5
+    client = PrometheusClient(fake.url, timeout_seconds=0.2, metrics=metrics)
+    assert client.query("q").kind == "error"
+    assert client.unanswered_since() is None, "nothing outstanding any more"
+    assert not client.answering(within_seconds=1.0), "but the last request got no answer"
+    fake.delay = 0.0
+    assert client.query("q").kind == "value"
+    assert client.answering(within_seconds=1.0)

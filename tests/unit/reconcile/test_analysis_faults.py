@@ -22,6 +22,7 @@ from calyx.domain.analysis import (
     without_gap,
 )
 from calyx.domain.rollout_plan import AnalysisOutcome, Observed, stamp
+from calyx.domain.timefmt import parse_stamp
 from calyx.reconcile.analysis import AnalysisRunner
 from tests.support.fake_prometheus import FakePrometheus, vec
 from tests.support.rollout_world import T0, World
@@ -160,7 +161,7 @@ def test_wait_is_bounded_by_the_interval_and_the_no_data_deadline() -> None:
 
 
 def _overdue_rollout(
-    prom_url: str, since_seconds: float, last_seconds: float
+    prom_url: str, since_seconds: float, last_seconds: float, timeout: float = 5
 ) -> tuple[AnalysisRunner, Observed]:
     """A Rollout whose NoData streak began ``since_seconds`` ago and whose last evaluation was
     ``last_seconds`` ago (noData.rollbackAfterSeconds 120, interval 10)."""
@@ -188,7 +189,7 @@ def _overdue_rollout(
         spec=parse_rollout_spec(body),
         target={"metadata": {"name": "web"}},
     )
-    return AnalysisRunner(prom_url, timeout_seconds=5), observed
+    return AnalysisRunner(prom_url, timeout_seconds=timeout), observed
 
 
 def test_a_gap_the_operator_caused_is_not_time_without_data() -> None:
@@ -214,11 +215,28 @@ def test_a_hung_prometheus_on_schedule_still_rolls_back_at_the_deadline(
 ) -> None:
     """Evaluations every interval, none answered for 130 s: no gap, the deadline stands, and the
     evaluation does not wait for the hung server."""
-    runner, observed = _overdue_rollout(hung_prometheus, since_seconds=130, last_seconds=10)
+    runner, observed = _overdue_rollout(
+        hung_prometheus, since_seconds=130, last_seconds=10, timeout=0.3
+    )
+    assert runner.client(hung_prometheus).query("up").kind == "error", "an earlier timeout"
     t0 = time.monotonic()
     out = runner(observed)
     assert out is not None and out.action == "rollback", out
     assert time.monotonic() - t0 < 1.0
+
+
+def test_data_back_at_the_deadline_is_seen_from_a_responsive_server() -> None:
+    """No gap, the NoData deadline passed, but the server answers: the evaluation waits for it
+    (a 0 s wait would turn data that just came back into a NoData rollback)."""
+    prom = FakePrometheus()
+    prom.default = vec(({}, "0"))
+    prom.delay = 0.05
+    try:
+        runner, observed = _overdue_rollout(prom.url, since_seconds=130, last_seconds=10)
+        out = runner(observed)
+    finally:
+        prom.close()
+    assert out is not None and out.status["verdict"] == "Pass", out
 
 
 def test_without_gap_keeps_analysed_time_and_drops_the_gap() -> None:
@@ -230,3 +248,14 @@ def test_without_gap_keeps_analysed_time_and_drops_the_gap() -> None:
     assert shifted.no_data_since == at(60), "20 s analysed before the gap, the 60 s gap dropped"
     assert without_gap(AnalysisState(), at(0), at(500), interval) == AnalysisState()
     assert without_gap(since, None, at(500), interval) == since
+
+
+def test_the_no_data_deadline_is_an_evaluation_of_its_own() -> None:
+    """The rollback comes when the streak reaches rollbackAfterSeconds, not at the next
+    interval after it (hang-to-revert was rollbackAfterSeconds + up to two intervals)."""
+    runner, observed = _overdue_rollout("http://127.0.0.1:9", since_seconds=115, last_seconds=0)
+    last = parse_stamp(observed.rollout["status"]["lastAnalysis"]["time"])
+    assert last is not None
+    assert runner.next_due(observed) == last + dt.timedelta(seconds=5)
+    observed.rollout["status"]["lastAnalysis"]["state"] = {"consecutiveBreaches": 0}
+    assert runner.next_due(observed) == last + dt.timedelta(seconds=10 - runner.tolerance)
