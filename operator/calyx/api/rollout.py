@@ -418,11 +418,16 @@ class Risk(StatusModel):
     factors: Annotated[list[RiskFactor], Field(max_length=64)] | None = None
 
 
+#: A metric value in status: integers stay integers (the analysis writes ``23``, not ``23.0``),
+#: a ``number`` in the schema either way.
+MetricValue = Annotated[int | float, WithJsonSchema({"type": "number"})]
+
+
 class MetricSample(StatusModel):
     """One metric's values at an evaluation. Missing values mean no data."""
 
-    canary: float | None = None
-    baseline: float | None = None
+    canary: MetricValue | None = None
+    baseline: MetricValue | None = None
     threshold: str | None = None
     """The limit the value was compared against, in words with its unit (e.g. `<= 10‰`)."""
 

@@ -19,8 +19,28 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from pydantic import BaseModel, ValidationError
+
 from calyx.api.lease import LeaseSpec
-from calyx.api.rollout import RolloutSpec, Tier
+from calyx.api.rollout import (
+    AnalysisGap,
+    AnalysisStatus,
+    ApprovalRecord,
+    ChangeStatus,
+    ContainerImageStatus,
+    MetricSample,
+    Risk,
+    RollbackStatus,
+    RollbackTrigger,
+    RolloutPhase,
+    RolloutSpec,
+    RolloutStatus,
+    SnapshotRef,
+    Tier,
+    TierStatus,
+    ValidationStatus,
+    WorkloadRef,
+)
 from calyx.domain.canary import (
     canary_deployment,
     canary_name,
@@ -41,6 +61,7 @@ from calyx.domain.canary import (
 from calyx.domain.conditions import condition_field, set_condition
 from calyx.domain.kstatus import kstatus_conditions
 from calyx.domain.ledger import LedgerEntry
+from calyx.domain.merge_patch import merge_apply, merge_diff
 from calyx.domain.outbox import enqueue
 from calyx.domain.rollout_binding import binding_problem
 from calyx.domain.signatures import APPROVE_PREFIX, sig_fingerprint, verify_approval
@@ -298,21 +319,91 @@ class Observed:
     risk: Mapping[str, Any] | None = None
 
 
+WIRE_KEYS = ("conditions", "outbox")
+"""Status fields kept in their stored (wire) form rather than in :class:`RolloutStatus`: the
+conditions, maintained by ``domain/conditions.py`` and ``domain/kstatus.py`` for both kinds, and
+the outbox, by ``domain/outbox.py``."""
+
+
+def load_status(raw: Mapping[str, Any] | None) -> RolloutStatus:
+    """A stored Rollout status read once into :class:`RolloutStatus`, leaving out
+    :data:`WIRE_KEYS`. Tolerant: unknown fields (a newer operator's) are ignored, missing ones are
+    None, and a top-level field that does not validate (written by an older version, or by hand)
+    is read as absent rather than failing the pass."""
+    data = {k: v for k, v in (raw or {}).items() if k not in WIRE_KEYS}
+    while True:
+        try:
+            return RolloutStatus.model_validate(data)
+        except ValidationError as exc:
+            bad = {e["loc"][0] for e in exc.errors() if e["loc"]} & data.keys()
+            if not bad:
+                raise
+            data = {k: v for k, v in data.items() if k not in bad}
+
+
+def status_dump(model: BaseModel) -> dict[str, Any]:
+    """``model`` on the wire: ``model_dump(by_alias=True, exclude_unset=True,
+    exclude_none=True)``, except that times are written with milliseconds
+    (:func:`~calyx.domain.timefmt.format_time_ms`), the spelling the operator records in status
+    (the models' own serializer writes ``metav1.Time``'s microseconds). Only fields that were set
+    are written, so a default (``reason: ""``) appears only where the planner put it."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name, None)
+        if name in model.model_fields_set and value is not None:
+            out[info.alias or name] = _dump_value(value)
+    return out
+
+
+def _dump_value(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return status_dump(value)
+    if isinstance(value, dt.datetime):
+        return stamp(value)
+    if isinstance(value, list):
+        return [_dump_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump_value(v) for k, v in value.items() if v is not None}
+    return value
+
+
 class _Step:
-    """Builder for one plan: a copy of the stored status plus what this pass decides."""
+    """Builder for one plan: the stored status read into :class:`RolloutStatus` (``st``), changed
+    by what this pass decides; :meth:`finish` writes the changes back onto the stored status."""
 
     def __init__(self, o: Observed) -> None:
         self.o = o
         self.meta = o.rollout["metadata"]
         self.prev: dict[str, Any] = dict(o.rollout.get("status") or {})
-        self.status: dict[str, Any] = {k: v for k, v in self.prev.items()}
-        self.status["observedGeneration"] = self.meta.get("generation")
-        self.plan = Plan(status=self.status)
+        self.before = load_status(self.prev)
+        self.st = self.before.model_copy(deep=True)
+        self.st.observed_generation = self.meta.get("generation")
+        self.conditions: list[dict[str, Any]] = list(self.prev.get("conditions") or [])
+        # lastAnalysis is written exactly as the analysis runner produced it (read typed).
+        self.last_analysis: Mapping[str, Any] | None = None
+        self.plan = Plan(status={})
         self.now = stamp(o.now)
+        now_t = parse_stamp(self.now)
+        assert now_t is not None
+        self.now_t = now_t
+        """``now`` as recorded in status (milliseconds), for the typed time fields."""
+
+    def finish(self) -> dict[str, Any]:
+        """The new status: the stored one with what this pass changed in ``st`` applied as a
+        merge patch (so fields this version does not know, and the spelling of untouched ones,
+        are kept), plus the conditions."""
+        changed = merge_diff(status_dump(self.before), status_dump(self.st))
+        status = merge_apply(self.prev, changed)
+        if self.st.observed_generation is None:
+            status["observedGeneration"] = None
+        if self.last_analysis is not None:
+            status["lastAnalysis"] = dict(self.last_analysis)
+        status["conditions"] = self.conditions
+        return status
 
     def cond(self, type_: str, status: str, reason: str, message: str) -> None:
-        self.status["conditions"] = set_condition(
-            self.status.get("conditions") or [],
+        self.conditions = set_condition(
+            self.conditions,
             type_=type_,
             status=status,
             reason=reason,
@@ -328,10 +419,27 @@ class _Step:
     def event(self, type_: str, reason: str, message: str, audit: str = "") -> None:
         self.plan.events.append(Event(type_, reason, message, audit))
 
-    def phase(self, phase: str, message: str | None = None) -> None:
-        self.status["phase"] = phase
+    def phase(self, phase: RolloutPhase, message: str | None = None) -> None:
+        self.st.phase = phase
         if message is not None:
-            self.status["message"] = message
+            self.st.message = message
+
+    @property
+    def message(self) -> str:
+        return str(self.st.message)
+
+    @property
+    def started(self) -> bool:
+        """Whether the snapshot is recorded: from then on a change may be out there."""
+        return bool(self.st.snapshot is not None and self.st.snapshot.config_map)
+
+    def target_name(self, default: str = "?") -> str:
+        return self.st.target.name if self.st.target is not None else default
+
+    def images(self) -> list[dict[str, Any]]:
+        """``status.change.containers`` as the canary builders take them."""
+        change = self.st.change
+        return [c.model_dump() for c in change.containers] if change is not None else []
 
     def done(self) -> Plan:
         return self.plan
@@ -347,8 +455,9 @@ def tiers_in_force(o: Observed) -> list[Tier]:
 def plan_rollout(o: Observed) -> Plan:
     """One step, with the kstatus trio (Ready / Reconciling / Stalled) derived from the phase it
     leaves, so ``kubectl wait`` and GitOps health checks read the truth (docs/gitops.md)."""
-    plan = _plan(o)
-    st = plan.status
+    s = _Step(o)
+    plan = _plan(s)
+    plan.status = st = s.finish()
     st["conditions"] = kstatus_conditions(
         "Rollout",
         st.get("phase"),
@@ -362,11 +471,10 @@ def plan_rollout(o: Observed) -> Plan:
     return plan
 
 
-def _plan(o: Observed) -> Plan:
-    s = _Step(o)
-    st = s.status
-    phase = st.get("phase") or ""
-    started = bool((st.get("snapshot") or {}).get("configMap"))
+def _plan(s: _Step) -> Plan:
+    o = s.o
+    phase = s.st.phase or ""
+    started = s.started
     finalizers = list(s.meta.get("finalizers") or [])
 
     # Deletion: roll back first (if a change is out there), then let go of the object.
@@ -375,7 +483,7 @@ def _plan(o: Observed) -> Plan:
             return _begin_rollback(s, "Deleted", "the Rollout was deleted mid-rollout")
         if phase == "RollingBack":
             plan = _continue_rollback(s)
-            if s.status.get("phase") == "RollingBack" and _rollback_hopeless(s):
+            if s.st.phase == "RollingBack" and _rollback_hopeless(s):
                 return _abandon_rollback(s)
             return plan
         return _let_go(s, finalizers)
@@ -393,8 +501,8 @@ def _plan(o: Observed) -> Plan:
         s.phase(phase or "WaitingForLease", o.spec_error)
         return s.done()
 
-    if o.risk and not st.get("risk") and not started:
-        st["risk"] = dict(o.risk)
+    if o.risk and not s.st.risk and not started:
+        s.st.risk = Risk.model_validate(o.risk)
     tiers = tiers_in_force(o)
     _record_tiers(s, tiers)
 
@@ -476,7 +584,7 @@ def _foreign_canary_message(s: _Step) -> str:
 # --- lease ----------------------------------------------------------------------------------
 
 
-def _lease_state(s: _Step) -> tuple[bool, str, str]:
+def _lease_state(s: _Step) -> tuple[bool, str, RollbackTrigger]:
     o = s.o
     name = o.spec.lease_ref.name if o.spec else "?"
     if o.lease is None:
@@ -488,7 +596,7 @@ def _lease_state(s: _Step) -> tuple[bool, str, str]:
         return False, "lease not verified", "LeaseInvalid"
     if not v.valid:
         return False, v.reason, "LeaseExpired" if v.phase == "Expired" else "LeaseInvalid"
-    return True, "", ""
+    return True, "", "LeaseInvalid"  # the trigger is read only when the lease is not ok
 
 
 def _plan_start(
@@ -502,34 +610,35 @@ def _plan_start(
         # change out there (the canary runs the new image). Record the snapshot if it is a
         # faithful copy, and roll back like any started rollout.
         cname = str(o.canary["metadata"]["name"])
-        s.status.setdefault("target", {"kind": "Deployment", "name": cname.removesuffix("-canary")})
+        if s.st.target is None:
+            s.st.target = WorkloadRef(kind="Deployment", name=cname.removesuffix("-canary"))
         _record_snapshot(s)
         return _begin_rollback(s, "Manual", force or "force-rollback requested")
     if force is not None:
         s.phase("Failed", "force-rollback requested before any change was made; nothing to undo")
-        s.cond("Progressing", "False", "Cancelled", str(s.status["message"]))
-        s.event("Normal", "Cancelled", str(s.status["message"]))
+        s.cond("Progressing", "False", "Cancelled", s.message)
+        s.event("Normal", "Cancelled", s.message)
         return s.done()
     if not lease_ok:
         v = o.verdict
         if v is not None and v.phase in ("Expired", "Consumed"):
             s.phase("Failed", f"lease {o.spec.lease_ref.name}: {lease_reason}")
             s.cond("LeaseVerified", "False", "Lease" + v.phase, lease_reason)
-            s.event("Warning", "LeaseRejected", str(s.status["message"]))
+            s.event("Warning", "LeaseRejected", s.message)
             return s.done()
         s.phase("WaitingForLease", f"waiting for lease {o.spec.lease_ref.name}: {lease_reason}")
         s.cond("LeaseVerified", "False", "LeaseNotVerified", lease_reason)
         prev_message = condition_field(s.prev, "LeaseVerified", "message")
         if prev_reason != "LeaseNotVerified" or prev_message != lease_reason:
-            s.event("Warning", "LeaseNotVerified", str(s.status["message"]))
+            s.event("Warning", "LeaseNotVerified", s.message)
         return s.done()
     assert o.lease_spec is not None and o.verdict is not None
     s.cond("LeaseVerified", "True", "Verified", f"lease verified, digest {o.verdict.digest}")
-    s.status["leaseDigest"] = o.verdict.digest
+    s.st.lease_digest = o.verdict.digest
     target = o.lease_spec.target_ref.name
     images = [c.model_dump() for c in o.lease_spec.change.containers]
-    s.status["target"] = {"kind": "Deployment", "name": target}
-    s.status["change"] = {"containers": images}
+    s.st.target = WorkloadRef(kind="Deployment", name=target)
+    s.st.change = ChangeStatus(containers=[ContainerImageStatus.model_validate(c) for c in images])
 
     problem = _start_problem(s, tiers, target, images)
     if problem:
@@ -586,7 +695,7 @@ def _plan_start(
         approved = _approval(s, first.weight)
         if approved is None:
             return _wait_approval(s, 0, first.weight)
-        _tier_entry(s, 0)["approvedBy"] = approved
+        _tier_entry(s, 0).approved_by = approved
     return _enter_first_tier(s, tiers)
 
 
@@ -599,7 +708,7 @@ def _record_snapshot(s: _Step) -> bool:
     doc, sha = read_snapshot(o.snapshot)
     if not snapshot_matches(doc, o.target):
         return False
-    s.status["snapshot"] = {"configMap": snapshot_name(s.meta["name"]), "sha256": sha}
+    s.st.snapshot = SnapshotRef(config_map=snapshot_name(s.meta["name"]), sha256=sha)
     return True
 
 
@@ -608,13 +717,13 @@ def _enter_first_tier(s: _Step, tiers: list[Tier]) -> Plan:
     o = s.o
     assert o.spec is not None and o.verdict is not None
     first = tiers[0]
-    target = s.status["target"]["name"]
-    s.status.pop("approvalForTier", None)
-    s.status["currentTier"] = 0
-    s.status["currentWeight"] = first.weight
-    _tier_entry(s, 0)["startedAt"] = s.now
+    target = _target(s)
+    s.st.approval_for_tier = None
+    s.st.current_tier = 0
+    s.st.current_weight = first.weight
+    _tier_entry(s, 0).started_at = s.now_t
     s.phase("Progressing", f"tier 1/{len(tiers)}: {first.weight}%")
-    s.cond("Progressing", "True", "TierStarted", str(s.status["message"]))
+    s.cond("Progressing", "True", "TierStarted", s.message)
     s.event(
         "Normal",
         "DeployStarted",
@@ -678,34 +787,34 @@ def _claimed(s: _Step) -> bool:
 def _progress(s: _Step, tiers: list[Tier]) -> Plan:
     o = s.o
     assert o.spec is not None and o.target is not None
-    st = s.status
-    i = int(st.get("currentTier") or 0)
+    st = s.st
+    i = int(st.current_tier or 0)
     tier = tiers[min(i, len(tiers) - 1)]
     _observe_replicas(s)
 
     if o.spec.paused:
-        if st.get("phase") != "Paused":
+        if st.phase != "Paused":
             s.phase("Paused", f"paused at {tier.weight}% by spec.paused")
-            s.cond("Progressing", "False", "Paused", str(st["message"]))
-            s.event("Normal", "Paused", str(st["message"]))
+            s.cond("Progressing", "False", "Paused", s.message)
+            s.event("Normal", "Paused", s.message)
         return _ensure_canary(s, tier.weight)
-    if st.get("phase") == "Paused":
+    if st.phase == "Paused":
         # Resuming restarts the soak: time spent paused is not time spent watching.
-        _tier_entry(s, i).pop("soakStartedAt", None)
+        _tier_entry(s, i).soak_started_at = None
         s.phase("Progressing", f"resumed at {tier.weight}%")
-        s.cond("Progressing", "True", "Resumed", str(st["message"]))
-        s.event("Normal", "Resumed", str(st["message"]))
+        s.cond("Progressing", "True", "Resumed", s.message)
+        s.event("Normal", "Resumed", s.message)
 
-    if st.get("phase") == "WaitingForApproval":
-        nxt = int(st.get("approvalForTier", i + 1))
-        first = nxt == 0 and o.canary is None and not _tier_entry(s, 0).get("startedAt")
+    if st.phase == "WaitingForApproval":
+        nxt = st.approval_for_tier if st.approval_for_tier is not None else i + 1
+        first = nxt == 0 and o.canary is None and not _tier_entry(s, 0).started_at
         approved = _approval(s, tiers[nxt].weight)
         if approved is None:
             return _wait_approval(
                 s, nxt, tiers[nxt].weight, canary_weight=None if first else tier.weight
             )
-        _tier_entry(s, nxt)["approvedBy"] = approved
-        st.pop("approvalForTier", None)
+        _tier_entry(s, nxt).approved_by = approved
+        st.approval_for_tier = None
         if first:
             return _enter_first_tier(s, tiers)
         return _advance(s, tiers, i, nxt)
@@ -716,13 +825,13 @@ def _progress(s: _Step, tiers: list[Tier]) -> Plan:
     entry = _tier_entry(s, i)
     if not _canary_ready(s):
         return plan
-    soak_start = parse_stamp(entry.get("soakStartedAt"))
+    soak_start = entry.soak_started_at
     if soak_start is None:
-        entry["soakStartedAt"] = s.now
+        entry.soak_started_at = s.now_t
         return plan
     if o.spec.analysis.has_metrics():
         _count_soak(s, entry, soak_start, o.spec.analysis.interval_seconds)
-        if float(entry.get("soakedSeconds") or 0) < tier.soak_seconds:
+        if float(entry.soaked_seconds or 0) < tier.soak_seconds:
             return plan
     elif (o.now - soak_start).total_seconds() < tier.soak_seconds:
         return plan
@@ -734,26 +843,26 @@ def _progress(s: _Step, tiers: list[Tier]) -> Plan:
     if tiers[nxt].approval == "Manual":
         approved = _approval(s, tiers[nxt].weight)
         if approved is None:
-            entry["completedAt"] = entry.get("completedAt") or s.now
-            entry["result"] = "Passed"
-            st["approvalForTier"] = nxt
+            entry.completed_at = entry.completed_at or s.now_t
+            entry.result = "Passed"
+            st.approval_for_tier = nxt
             return _wait_approval(s, nxt, tiers[nxt].weight, canary_weight=tier.weight)
-        _tier_entry(s, nxt)["approvedBy"] = approved
+        _tier_entry(s, nxt).approved_by = approved
     return _advance(s, tiers, i, nxt)
 
 
 def _advance(s: _Step, tiers: list[Tier], i: int, nxt: int) -> Plan:
-    st = s.status
+    st = s.st
     cur = _tier_entry(s, i)
-    cur["completedAt"] = cur.get("completedAt") or s.now
-    cur["result"] = "Passed"
-    st["currentTier"] = nxt
-    st["currentWeight"] = tiers[nxt].weight
-    _tier_entry(s, nxt)["startedAt"] = s.now
-    target = st["target"]["name"]
+    cur.completed_at = cur.completed_at or s.now_t
+    cur.result = "Passed"
+    st.current_tier = nxt
+    st.current_weight = tiers[nxt].weight
+    _tier_entry(s, nxt).started_at = s.now_t
+    target = _target(s)
     if tiers[nxt].weight >= 100:
         s.phase("Promoting", f"promoting {target} to the new images")
-        s.cond("Progressing", "True", "Promoting", str(st["message"]))
+        s.cond("Progressing", "True", "Promoting", s.message)
         s.event(
             "Normal",
             "CanaryPromoted",
@@ -762,7 +871,7 @@ def _advance(s: _Step, tiers: list[Tier], i: int, nxt: int) -> Plan:
         )
         return _promote(s, tiers)
     s.phase("Progressing", f"tier {nxt + 1}/{len(tiers)}: {tiers[nxt].weight}%")
-    s.cond("Progressing", "True", "TierStarted", str(st["message"]))
+    s.cond("Progressing", "True", "TierStarted", s.message)
     s.event(
         "Normal",
         "CanaryPromoted",
@@ -776,9 +885,9 @@ def _advance(s: _Step, tiers: list[Tier], i: int, nxt: int) -> Plan:
 def _promote(s: _Step, tiers: list[Tier]) -> Plan:
     o = s.o
     assert o.target is not None
-    st = s.status
-    images = (st.get("change") or {}).get("containers") or []
-    target = st["target"]["name"]
+    st = s.st
+    images = s.images()
+    target = _target(s)
     _observe_replicas(s)
     if not images_applied(o.target, images):
         return s.act(PatchStableImages(target, images))
@@ -787,28 +896,27 @@ def _promote(s: _Step, tiers: list[Tier]) -> Plan:
     if o.canary is not None:
         return s.act(DeleteCanary(canary_name(target)))
     last = _tier_entry(s, len(tiers) - 1)
-    last["completedAt"] = last.get("completedAt") or s.now
-    last["result"] = "Passed"
-    st["canaryReplicas"] = 0
-    st["effectivePercent"] = 100
+    last.completed_at = last.completed_at or s.now_t
+    last.result = "Passed"
+    st.canary_replicas = 0
+    st.effective_percent = 100
     assert o.spec is not None
     if o.spec.post_deploy is not None:
         name = job_name(s.meta["name"])
-        st["validation"] = {"job": name, "startedAt": s.now, "result": "Running"}
+        st.validation = ValidationStatus(job=name, started_at=s.now_t, result="Running")
         s.phase("Validating", f"promoted; validation Job {name} running")
-        s.cond("Progressing", "True", "Validating", str(st["message"]))
+        s.cond("Progressing", "True", "Validating", s.message)
         s.event("Normal", "ValidationStarted", f"post-deploy Job {name} started")
         return _validate(s)
     return _complete(s)
 
 
 def _complete(s: _Step) -> Plan:
-    st = s.status
-    images = (st.get("change") or {}).get("containers") or []
-    target = st["target"]["name"]
+    images = s.images()
+    target = _target(s)
     s.phase("Completed", f"{target} runs the new images on all replicas")
-    s.cond("Progressing", "False", "Completed", str(st["message"]))
-    s.cond("Completed", "True", "DeployCompleted", str(st["message"]))
+    s.cond("Progressing", "False", "Completed", s.message)
+    s.cond("Completed", "True", "DeployCompleted", s.message)
     s.cond("Healthy", "True", "Completed", "promotion verified")
     s.event(
         "Normal",
@@ -825,28 +933,25 @@ def _validate(s: _Step) -> Plan:
     snapshot."""
     o = s.o
     assert o.spec is not None and o.spec.post_deploy is not None
-    st = s.status
-    val = dict(st.get("validation") or {})
-    name = val.get("job") or job_name(s.meta["name"])
+    val = s.st.validation
+    name = (val.job if val is not None else "") or job_name(s.meta["name"])
     if o.job is None:
         return s.act(CreateJob(name, validation_job(o.rollout, o.spec.post_deploy.job_template)))
+    if val is None:
+        val = s.st.validation = ValidationStatus(job=name)
     outcome = job_outcome(o.job)
-    started = parse_stamp(val.get("startedAt")) or o.now
+    started = val.started_at or o.now
     if outcome == "Succeeded":
-        val.update(result="Succeeded", completedAt=s.now, message="Job succeeded")
-        st["validation"] = val
+        val.result, val.completed_at, val.message = "Succeeded", s.now_t, "Job succeeded"
         s.event("Normal", "ValidationPassed", f"post-deploy Job {name} succeeded")
         return _complete(s)
     if outcome == "Failed":
-        val.update(result="Failed", completedAt=s.now, message="Job failed")
-        st["validation"] = val
+        val.result, val.completed_at, val.message = "Failed", s.now_t, "Job failed"
         return _begin_rollback(s, "PostDeployFailed", f"post-deploy Job {name} failed")
     timeout = o.spec.post_deploy.timeout_seconds
     if (o.now - started).total_seconds() >= timeout:
-        val.update(
-            result="TimedOut", completedAt=s.now, message=f"Job did not finish within {timeout}s"
-        )
-        st["validation"] = val
+        val.result, val.completed_at = "TimedOut", s.now_t
+        val.message = f"Job did not finish within {timeout}s"
         _begin_rollback(
             s, "PostDeployFailed", f"post-deploy Job {name} did not finish within {timeout}s"
         )
@@ -859,9 +964,9 @@ def _ensure_canary(s: _Step, weight: int) -> Plan:
     assert o.target is not None and o.verdict is not None
     stable = int((o.target.get("spec") or {}).get("replicas", 1))
     want = canary_replicas(stable, weight)
-    s.status["canaryReplicas"] = want
-    s.status["stableReplicas"] = stable
-    images = (s.status.get("change") or {}).get("containers") or []
+    s.st.canary_replicas = want
+    s.st.stable_replicas = stable
+    images = s.images()
     if o.canary is None:
         body = canary_deployment(o.rollout, o.target, images, want, o.verdict.digest)
         return s.act(CreateCanary(body["metadata"]["name"], body))
@@ -870,7 +975,7 @@ def _ensure_canary(s: _Step, weight: int) -> Plan:
     return s.plan
 
 
-def _count_soak(s: _Step, entry: dict[str, Any], soak_start: dt.datetime, interval: int) -> None:
+def _count_soak(s: _Step, entry: TierStatus, soak_start: dt.datetime, interval: int) -> None:
     """A soak counts only analysed time (docs/analysis.md, "Soak"): each evaluation covers the
     time since the previous one when it passed, unless that stretch is longer than two
     intervals — an outage of the API server, Prometheus or the operator — which is recorded in
@@ -882,24 +987,24 @@ def _count_soak(s: _Step, entry: dict[str, Any], soak_start: dt.datetime, interv
         t = None
     if out is None or t is None or t <= soak_start:
         return
-    mark = parse_stamp(entry.get("soakMarkAt")) or soak_start
+    mark = entry.soak_mark_at or soak_start
     gap = (t - mark).total_seconds()
     if gap <= 0:
         return
     if gap > 2 * interval:
-        gaps = list(entry.get("analysisGaps") or [])
-        gaps.append({"since": stamp(mark), "until": stamp(t), "seconds": round(gap, 3)})
-        entry["analysisGaps"] = gaps[-10:]
+        gaps = list(entry.analysis_gaps or [])
+        gaps.append(AnalysisGap(since=mark, until=t, seconds=round(gap, 3)))
+        entry.analysis_gaps = gaps[-10:]
     elif out.status.get("verdict") == "Pass":
-        entry["soakedSeconds"] = round(float(entry.get("soakedSeconds") or 0) + gap, 3)
-    entry["soakMarkAt"] = stamp(t)
+        entry.soaked_seconds = round(float(entry.soaked_seconds or 0) + gap, 3)
+    entry.soak_mark_at = t
 
 
 def _observe_replicas(s: _Step) -> None:
     o = s.o
     c = int(((o.canary or {}).get("status") or {}).get("readyReplicas") or 0)
     n = int(((o.target or {}).get("status") or {}).get("readyReplicas") or 0)
-    s.status["effectivePercent"] = effective_percent(c, n)
+    s.st.effective_percent = effective_percent(c, n)
 
 
 def _canary_ready(s: _Step) -> bool:
@@ -915,9 +1020,8 @@ def _analysis_passed_since(s: _Step, since: dt.datetime) -> bool:
     assert o.spec is not None
     if not o.spec.analysis.has_metrics():
         return True
-    last = s.status.get("lastAnalysis") or {}
-    t = parse_stamp(last.get("time"))
-    return last.get("verdict") == "Pass" and t is not None and t >= since
+    last = s.st.last_analysis
+    return last is not None and last.verdict == "Pass" and last.time >= since
 
 
 # --- approvals ------------------------------------------------------------------------------
@@ -930,8 +1034,8 @@ def _approval(s: _Step, to_weight: int) -> str | None:
     o = s.o
     if o.trust is None or o.verdict is None:
         return None
-    seen = {a.get("sigSha256") for a in s.status.get("approvals") or []}
-    records = list(s.status.get("approvals") or [])
+    seen = {a.sig_sha256 for a in s.st.approvals or []}
+    records = list(s.st.approvals or [])
     found = None
     for key, value in sorted((s.meta.get("annotations") or {}).items()):
         if not key.startswith(APPROVE_PREFIX):
@@ -951,43 +1055,42 @@ def _approval(s: _Step, to_weight: int) -> str | None:
             found = found or v.signer
             if fp not in seen:
                 records.append(
-                    {
-                        "signer": v.signer,
-                        "toWeight": to_weight,
-                        "valid": True,
-                        "reason": "",
-                        "sigSha256": fp,
-                        "seenAt": s.now,
-                    }
+                    ApprovalRecord(
+                        signer=v.signer,
+                        to_weight=to_weight,
+                        valid=True,
+                        reason="",
+                        sig_sha256=fp,
+                        seen_at=s.now_t,
+                    )
                 )
                 s.event("Normal", "ApprovalAccepted", f"{v.signer} approved entering {to_weight}%")
         elif fp not in seen:
             records.append(
-                {
-                    "signer": v.signer,
-                    "toWeight": v.to_weight,
-                    "valid": False,
-                    "reason": v.reason,
-                    "sigSha256": fp,
-                    "seenAt": s.now,
-                }
+                ApprovalRecord(
+                    signer=v.signer,
+                    to_weight=v.to_weight,
+                    valid=False,
+                    reason=v.reason,
+                    sig_sha256=fp,
+                    seen_at=s.now_t,
+                )
             )
             s.event("Warning", "ApprovalRejected", f"approval from {v.signer}: {v.reason}")
     if records:
-        s.status["approvals"] = records[-20:]
+        s.st.approvals = records[-20:]
     return found
 
 
 def _wait_approval(s: _Step, nxt: int, weight: int, canary_weight: int | None = None) -> Plan:
-    st = s.status
     msg = (
         f"waiting for a signed human approval to enter {weight}% "
         f"(calyx approve-next-tier {s.meta['name']})"
     )
-    if st.get("phase") != "WaitingForApproval":
+    if s.st.phase != "WaitingForApproval":
         s.event("Normal", "WaitingForApproval", msg)
     s.phase("WaitingForApproval", msg)
-    st["approvalForTier"] = nxt
+    s.st.approval_for_tier = nxt
     s.cond("Progressing", "False", "WaitingForApproval", msg)
     if canary_weight is not None:
         return _ensure_canary(s, canary_weight)
@@ -997,20 +1100,20 @@ def _wait_approval(s: _Step, nxt: int, weight: int, canary_weight: int | None = 
 # --- rollback -------------------------------------------------------------------------------
 
 
-def _begin_rollback(s: _Step, trigger: str, reason: str, breach_at: str | None = None) -> Plan:
-    st = s.status
-    detected = s.now
-    rb: dict[str, Any] = {"trigger": trigger, "reason": reason, "detectedAt": detected}
+def _begin_rollback(
+    s: _Step, trigger: RollbackTrigger, reason: str, breach_at: str | None = None
+) -> Plan:
+    rb = RollbackStatus(trigger=trigger, reason=reason, detected_at=s.now_t)
     if breach_at:
-        rb["breachAt"] = breach_at
-        b, d = parse_stamp(breach_at), parse_stamp(detected)
-        if b and d:
-            rb["detectSeconds"] = round(max(0.0, (d - b).total_seconds()), 3)
-    st["rollback"] = rb
+        b = parse_stamp(breach_at)
+        rb.breach_at = b
+        if b:
+            rb.detect_seconds = round(max(0.0, (s.now_t - b).total_seconds()), 3)
+    s.st.rollback = rb
     if s.o.snapshot_problem:
         return _snapshot_tampered(s)
     s.phase("RollingBack", f"rolling back ({trigger}): {reason}")
-    s.cond("Progressing", "False", "RollingBack", str(st["message"]))
+    s.cond("Progressing", "False", "RollingBack", s.message)
     s.cond("Healthy", "False", trigger, reason)
     s.plan.status_first = True
     s.plan.stamp_reverted = True
@@ -1026,12 +1129,11 @@ def _snapshot_tampered(s: _Step) -> Plan:
     it could install a template the keys never signed (docs/security.md). Remove the canary,
     leave the stable Deployment exactly as it is, and stop."""
     o = s.o
-    st = s.status
-    target = (st.get("target") or {}).get("name", "?")
+    target = s.target_name()
     if o.canary is not None:
         s.act(DeleteCanary(canary_name(target)))
-    rb = st.get("rollback") or {}
-    why = f" (rollback {rb.get('trigger')}: {rb.get('reason')})" if rb else ""
+    rb = s.st.rollback
+    why = f" (rollback {rb.trigger}: {rb.reason})" if rb is not None else ""
     msg = (
         f"snapshot {snapshot_name(s.meta['name'])} cannot be trusted: {o.snapshot_problem}"
         f"{why}; canary removed, stable Deployment {target} left as it is — restore it from "
@@ -1044,9 +1146,18 @@ def _snapshot_tampered(s: _Step) -> Plan:
     return s.plan
 
 
+def _rollback(s: _Step) -> RollbackStatus:
+    """``status.rollback``, or an empty one (trigger and reason None) when none is stored."""
+    if s.st.rollback is not None:
+        return s.st.rollback
+    # Only a status damaged by hand gets here; its messages say "None" as they always have.
+    unknown: dict[str, Any] = {"trigger": None, "reason": None}
+    return RollbackStatus.model_construct(**unknown)
+
+
 def _revert_actions(s: _Step) -> None:
     o = s.o
-    target = (s.status.get("target") or {}).get("name")
+    target = s.target_name(default="")
     if o.canary is not None and target:
         s.act(DeleteCanary(canary_name(target)))
     doc = o.snapshot_doc
@@ -1055,11 +1166,11 @@ def _revert_actions(s: _Step) -> None:
     live = template_sha(o.target)
     if live == snapshot_template_sha(doc):
         return
-    rb = dict(s.status.get("rollback") or {})
-    attempts = int(rb.get("restoreAttempts") or 0)
-    last = parse_stamp(rb.get("lastRestoreAt"))
-    if attempts >= RESTORE_FREE_ATTEMPTS and not rb.get("stuck"):
-        rb["stuck"] = True
+    rb = _rollback(s)
+    attempts = int(rb.restore_attempts or 0)
+    last = rb.last_restore_at
+    if attempts >= RESTORE_FREE_ATTEMPTS and not rb.stuck:
+        rb.stuck = True
         s.event(
             "Warning",
             "RollbackStuck",
@@ -1072,11 +1183,11 @@ def _revert_actions(s: _Step) -> None:
         or last is None
         or (o.now - last).total_seconds() >= RESTORE_RETRY_SECONDS
     ):
-        rb["restoreAttempts"] = attempts + 1
-        rb["lastRestoreAt"] = s.now
+        rb.restore_attempts = attempts + 1
+        rb.last_restore_at = s.now_t
         s.plan.status_first = True  # the attempt is on record even if the patch fails
-        s.act(RestoreStable(target or "", doc["spec"]["template"]))
-    s.status["rollback"] = rb
+        s.act(RestoreStable(target, doc["spec"]["template"]))
+    s.st.rollback = rb
 
 
 def _template_difference(live: Mapping[str, Any], doc: Mapping[str, Any]) -> str:
@@ -1097,17 +1208,17 @@ def _template_difference(live: Mapping[str, Any], doc: Mapping[str, Any]) -> str
 
 
 def _rollback_hopeless(s: _Step) -> bool:
-    rb = s.status.get("rollback") or {}
-    detected = parse_stamp(rb.get("detectedAt"))
+    rb = _rollback(s)
+    detected = rb.detected_at
     late = detected is not None and (s.o.now - detected).total_seconds() >= DELETE_GRACE_SECONDS
-    return bool(rb.get("stuck")) or late
+    return bool(rb.stuck) or late
 
 
 def _abandon_rollback(s: _Step) -> Plan:
     """The Rollout is being deleted and its rollback cannot finish: the canary is gone (or
     going), the stable Deployment stays as it is, and the finalizer is released so the delete
     completes (docs/security.md, "deleting a stuck rollback")."""
-    target = (s.status.get("target") or {}).get("name", "?")
+    target = s.target_name()
     msg = (
         f"deleted while the rollback could not finish; canary removed, stable Deployment "
         f"{target} left as it is"
@@ -1122,12 +1233,12 @@ def _abandon_rollback(s: _Step) -> Plan:
 
 def _continue_rollback(s: _Step) -> Plan:
     o = s.o
-    st = s.status
+    st = s.st
     if o.snapshot_problem:
         return _snapshot_tampered(s)
     _revert_actions(s)
-    rb = dict(st.get("rollback") or {})
-    if not rb.get("revertedAt"):
+    rb = _rollback(s)
+    if not rb.reverted_at:
         # The operator died between deciding and stamping the revert: this pass (re)issues it,
         # so its time is the honest one (revertSeconds then includes the downtime). Its
         # announcement was stored with the decision (outbox) and is posted from there.
@@ -1137,44 +1248,40 @@ def _continue_rollback(s: _Step) -> Plan:
     if o.target is not None:
         if not deployment_settled(o.target):
             return s.plan
-        recorded = bool((st.get("snapshot") or {}).get("configMap"))
-        if recorded and (
+        if s.started and (
             o.snapshot_doc is None
             or template_sha(o.target) != snapshot_template_sha(o.snapshot_doc)
         ):
             return s.plan
         _observe_replicas(s)
-    now = s.now
-    rb["verifiedAt"] = now
-    rev = parse_stamp(rb.get("revertedAt"))
-    det = parse_stamp(rb.get("detectedAt"))
+    rb.verified_at = s.now_t
+    rev, det = rb.reverted_at, rb.detected_at
     if rev and det:
-        rb["revertSeconds"] = round(max(0.0, (rev - det).total_seconds()), 3)
-    st["rollback"] = rb
-    st["canaryReplicas"] = 0
-    st["effectivePercent"] = 0
-    target = (st.get("target") or {}).get("name", "?")
+        rb.revert_seconds = round(max(0.0, (rev - det).total_seconds()), 3)
+    st.rollback = rb
+    st.canary_replicas = 0
+    st.effective_percent = 0
+    target = s.target_name()
     if o.target is None:
         restored = "target Deployment is gone; nothing to restore"
-    elif (st.get("snapshot") or {}).get("configMap"):
+    elif s.started:
         restored = "stable verified equal to the snapshot"
     else:
         restored = "canary removed; the stable Deployment was never changed"
-    s.phase("RolledBack", f"rolled back ({rb.get('trigger')}): {restored}")
-    s.cond("RolledBack", "True", str(rb.get("trigger")), str(rb.get("reason")))
-    s.cond("Progressing", "False", "RolledBack", str(st["message"]))
+    s.phase("RolledBack", f"rolled back ({rb.trigger}): {restored}")
+    s.cond("RolledBack", "True", str(rb.trigger), str(rb.reason))
+    s.cond("Progressing", "False", "RolledBack", s.message)
     s.event(
         "Normal",
         "RollbackComplete",
-        f"{target} restored and verified ({rb.get('trigger')}: {rb.get('reason')})",
+        f"{target} restored and verified ({rb.trigger}: {rb.reason})",
         "rollback_event.COMPLETE",
     )
     return s.plan
 
 
 def _target_gone(s: _Step) -> Plan:
-    st = s.status
-    target = (st.get("target") or {}).get("name", "?")
+    target = s.target_name()
     msg = (
         f'target Deployment "{target}" was deleted mid-rollout; canary removed, '
         "nothing left to promote or restore"
@@ -1191,30 +1298,42 @@ def _target_gone(s: _Step) -> Plan:
 # --- status helpers -------------------------------------------------------------------------
 
 
+def _target(s: _Step) -> str:
+    """The target's name, recorded before any step that needs it."""
+    assert s.st.target is not None, "status.target is recorded when the rollout starts"
+    return s.st.target.name
+
+
 def _record_tiers(s: _Step, tiers: list[Tier]) -> None:
-    old = list(s.status.get("tiers") or [])
+    old = list(s.st.tiers or [])
     out = []
     for i, t in enumerate(tiers):
-        entry = dict(old[i]) if i < len(old) and old[i].get("weight") == t.weight else {}
-        entry["weight"] = t.weight
+        entry = old[i] if i < len(old) and old[i].weight == t.weight else TierStatus(weight=0)
+        entry.weight = t.weight
         out.append(entry)
-    s.status["tiers"] = out
+    s.st.tiers = out
 
 
-def _tier_entry(s: _Step, i: int) -> dict[str, Any]:
-    tiers = s.status.setdefault("tiers", [])
+def _tier_entry(s: _Step, i: int) -> TierStatus:
+    if s.st.tiers is None:
+        s.st.tiers = []
+    tiers = s.st.tiers
     while len(tiers) <= i:
-        tiers.append({"weight": 0})
-    entry: dict[str, Any] = tiers[i]
-    return entry
+        tiers.append(TierStatus(weight=0))
+    return tiers[i]
 
 
 def _record_analysis(s: _Step, outcome: AnalysisOutcome) -> None:
-    s.status["lastAnalysis"] = dict(outcome.status)
+    # Written as the analysis runner produced it (domain/analysis.py), read through the model.
+    s.last_analysis = outcome.status
+    try:
+        s.st.last_analysis = AnalysisStatus.model_validate(outcome.status)
+    except ValidationError:
+        s.st.last_analysis = None
     if outcome.tier_metrics is not None:
-        _tier_entry(s, int(s.status.get("currentTier") or 0))["metrics"] = dict(
-            outcome.tier_metrics
-        )
+        _tier_entry(s, int(s.st.current_tier or 0)).metrics = {
+            name: MetricSample.model_validate(value) for name, value in outcome.tier_metrics.items()
+        }
     for ev in outcome.events:
         s.plan.events.append(ev)
     verdict = outcome.status.get("verdict")

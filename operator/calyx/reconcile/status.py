@@ -12,31 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from calyx.domain.merge_patch import merge_diff, prune_none
 
-def _prune_none(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _prune_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_prune_none(v) for v in value]
-    return value
-
-
-def merge_diff(prev: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns ``prev`` into ``new`` (both without None values)."""
-    patch: dict[str, Any] = {k: None for k in prev if k not in new}
-    for k, v in new.items():
-        old = prev.get(k)
-        if isinstance(v, Mapping) and isinstance(old, Mapping):
-            sub = merge_diff(old, v)
-            if sub:
-                patch[k] = sub
-        elif old != v or k not in prev:
-            patch[k] = v
-    return patch
+__all__ = ["merge_diff", "status_patch"]
 
 
 def status_patch(prev: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch turning ``prev`` into ``new`` (None values dropped), or None if equal."""
-    wanted = _prune_none(new)
-    patch = merge_diff(_prune_none(prev), wanted)
+    wanted = prune_none(new)
+    patch = merge_diff(prune_none(prev), wanted)
     return patch or None
