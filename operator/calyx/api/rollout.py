@@ -158,7 +158,7 @@ class NoDataPolicy(SpecModel):
 class TesThreshold(SpecModel):
     """Canary TES (the application's quality score, higher is better) against the baseline."""
 
-    max_drop_percent: Annotated[int, Field(ge=0, le=100)]
+    max_drop_percent: Annotated[int, Field(ge=0, le=100)] = DEFAULT_TES_MAX_DROP_PERCENT
     """Breach when canary TES is more than this many percent below the baseline."""
 
     query: Query | None = None
@@ -168,7 +168,7 @@ class TesThreshold(SpecModel):
 class ErrorRateThreshold(SpecModel):
     """Canary error rate, in per mille (10 = 1 %), so that it stays an integer."""
 
-    max_permille: Annotated[int, Field(ge=0, le=1000)]
+    max_permille: Annotated[int, Field(ge=0, le=1000)] = DEFAULT_ERROR_RATE_MAX_PERMILLE
     """Breach when the canary error rate exceeds this many per mille of requests."""
 
     query: Query | None = None
@@ -178,7 +178,7 @@ class ErrorRateThreshold(SpecModel):
 class CpuThreshold(SpecModel):
     """Canary CPU usage as a percentage of requests (may exceed 100 when limits allow)."""
 
-    max_percent: Annotated[int, Field(ge=1, le=1000)]
+    max_percent: Annotated[int, Field(ge=1, le=1000)] = DEFAULT_CPU_MAX_PERCENT
     """Breach when canary CPU usage exceeds this percentage of its requests."""
 
     query: Query | None = None
@@ -188,7 +188,7 @@ class CpuThreshold(SpecModel):
 class MemoryThreshold(SpecModel):
     """Canary memory working set as a percentage of limits."""
 
-    max_percent: Annotated[int, Field(ge=1, le=100)]
+    max_percent: Annotated[int, Field(ge=1, le=100)] = DEFAULT_MEMORY_MAX_PERCENT
     """Breach when canary working-set memory exceeds this percentage of its limits."""
 
     query: Query | None = None

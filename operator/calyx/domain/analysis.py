@@ -29,20 +29,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
-from calyx.api.rollout import (
-    DEFAULT_CPU_MAX_PERCENT,
-    DEFAULT_ERROR_RATE_MAX_PERMILLE,
-    DEFAULT_FAILURE_LIMIT,
-    DEFAULT_INTERVAL_SECONDS,
-    DEFAULT_MEMORY_MAX_PERCENT,
-    DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS,
-    DEFAULT_ON_BREACH,
-    DEFAULT_TES_MAX_DROP_PERCENT,
-    DEFAULT_WINDOW_SECONDS,
-    MIN_INTERVAL_SECONDS,
-)
+from calyx.api.errors import InvalidSpecError, parse_spec
+from calyx.api.rollout import DEFAULT_ON_BREACH, Analysis
 from calyx.domain.promql import (
     DEFAULT_TEMPLATES,
     TemplateError,
@@ -53,7 +43,6 @@ from calyx.domain.promql import (
 from calyx.domain.timefmt import format_time_ms, parse_time
 
 __all__ = [
-    "DEFAULTS",
     "GAP_INTERVALS",
     "Action",
     "AnalysisDecision",
@@ -74,6 +63,7 @@ __all__ = [
     "is_gap",
     "parse_analysis",
     "queries_for",
+    "settings_from_spec",
     "without_gap",
 ]
 
@@ -83,26 +73,6 @@ MetricKind = Literal["tes", "errorRate", "cpu", "memory", "custom"]
 OutcomeKind = Literal["value", "empty", "non_scalar", "error"]
 OnBreach = Literal["Rollback", "Pause"]
 
-#: Defaults applied in code (docs/api.md, "Defaults"), so a Rollout read from a Git file, without
-#: the API server's schema defaults, behaves the same. Each is defined in calyx.api.rollout.
-DEFAULTS: Final[Mapping[str, int]] = {
-    "intervalSeconds": DEFAULT_INTERVAL_SECONDS,
-    "windowSeconds": DEFAULT_WINDOW_SECONDS,
-    "failureLimit": DEFAULT_FAILURE_LIMIT,
-    "noData.rollbackAfterSeconds": DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS,
-    "tes.maxDropPercent": DEFAULT_TES_MAX_DROP_PERCENT,
-    "errorRate.maxPermille": DEFAULT_ERROR_RATE_MAX_PERMILLE,
-    "cpu.maxPercent": DEFAULT_CPU_MAX_PERCENT,
-    "memory.maxPercent": DEFAULT_MEMORY_MAX_PERCENT,
-}
-
-_LIMIT_FIELD: Final[Mapping[MetricKind, str]] = {
-    "tes": "maxDropPercent",
-    "errorRate": "maxPermille",
-    "cpu": "maxPercent",
-    "memory": "maxPercent",
-    "custom": "max",
-}
 _UNIT: Final[Mapping[MetricKind, str]] = {
     "tes": "",
     "errorRate": "‰",
@@ -169,112 +139,66 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """``spec.analysis`` (plus ``spec.onBreach``) with every default applied."""
+    """``spec.analysis`` (plus ``spec.onBreach``) with every default applied — by the model
+    (``calyx.api.rollout.Analysis``), the one home of each default: built only by
+    :func:`settings_from_spec`."""
 
-    interval_seconds: int = DEFAULT_INTERVAL_SECONDS
-    window_seconds: int = DEFAULT_WINDOW_SECONDS
-    failure_limit: int = DEFAULT_FAILURE_LIMIT
-    no_data_rollback_after_seconds: int = DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS
-    on_breach: OnBreach = DEFAULT_ON_BREACH
-    prometheus_url: str | None = None
-    metrics: tuple[MetricSpec, ...] = ()
-
-
-class _HasModelDump(Protocol):
-    def model_dump(self, *, by_alias: bool = ..., exclude_none: bool = ...) -> dict[str, Any]: ...
+    interval_seconds: int
+    window_seconds: int
+    failure_limit: int
+    no_data_rollback_after_seconds: int
+    on_breach: OnBreach
+    prometheus_url: str | None
+    metrics: tuple[MetricSpec, ...]
 
 
-def _int(spec: Mapping[str, Any], key: str, default: int, where: str, minimum: int = 0) -> int:
-    value = spec.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AnalysisError(f"{where}{key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise AnalysisError(f"{where}{key} must be at least {minimum}, got {value}")
-    return value
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise AnalysisError(f"{where} must be an object, got {value!r}")
-    return value
-
-
-def _query(spec: Mapping[str, Any], where: str) -> str | None:
-    query = spec.get("query")
-    if query is None:
-        return None
-    if not isinstance(query, str) or not query.strip():
-        raise AnalysisError(f"{where}.query must be a non-empty string")
-    return query
+def settings_from_spec(
+    analysis: Analysis, on_breach: OnBreach = DEFAULT_ON_BREACH
+) -> AnalysisSettings:
+    """The settings of a validated ``spec.analysis``: every default is the model's
+    (``calyx.api.rollout``, the one home of each), nothing is validated a second time. A
+    built-in metric is checked when its key is present, even as ``{}`` (its default threshold
+    applies); absent means not checked."""
+    metrics: list[MetricSpec] = []
+    if analysis.tes is not None:
+        metrics.append(
+            MetricSpec("tes", "tes", analysis.tes.max_drop_percent, analysis.tes.query)
+        )
+    if analysis.error_rate is not None:
+        rate = analysis.error_rate
+        metrics.append(MetricSpec("errorRate", "errorRate", rate.max_permille, rate.query))
+    if analysis.cpu is not None:
+        metrics.append(MetricSpec("cpu", "cpu", analysis.cpu.max_percent, analysis.cpu.query))
+    if analysis.memory is not None:
+        memory = analysis.memory
+        metrics.append(MetricSpec("memory", "memory", memory.max_percent, memory.query))
+    for custom in analysis.custom or []:
+        metrics.append(MetricSpec(custom.name, "custom", custom.max, custom.query))
+    return AnalysisSettings(
+        interval_seconds=analysis.interval_seconds,
+        window_seconds=analysis.window_seconds,
+        failure_limit=analysis.failure_limit,
+        no_data_rollback_after_seconds=analysis.no_data.rollback_after_seconds,
+        on_breach=on_breach,
+        prometheus_url=analysis.prometheus_url or None,
+        metrics=tuple(metrics),
+    )
 
 
 def parse_analysis(
-    analysis: Mapping[str, Any] | _HasModelDump | None, on_breach: str | None = DEFAULT_ON_BREACH
+    analysis: Mapping[str, Any] | Analysis | None, on_breach: str | None = DEFAULT_ON_BREACH
 ) -> AnalysisSettings:
-    """Read ``spec.analysis`` (camelCase mapping or the pydantic model) into settings.
-
-    A built-in metric is checked when its key is present, even as ``{}`` (its default threshold
-    applies); absent means not checked, as in ``calyx.api.rollout.Analysis``. Custom metrics need
-    ``name``, ``query`` and ``max``.
-    """
-    if analysis is not None and not isinstance(analysis, Mapping):
-        analysis = analysis.model_dump(by_alias=True, exclude_none=True)
-    spec = _mapping(analysis, "analysis")
+    """Settings from ``spec.analysis`` as the model, or as a camelCase mapping not yet
+    validated (a report reads the Rollout object as stored): the mapping is validated once,
+    by the model, and a problem is an :class:`AnalysisError` naming the field."""
     if on_breach not in (None, "Rollback", "Pause"):
         raise AnalysisError(f"onBreach must be Rollback or Pause, got {on_breach!r}")
-    metrics: list[MetricSpec] = []
-    for kind in ("tes", "errorRate", "cpu", "memory"):
-        if kind not in spec:
-            continue
-        sub = _mapping(spec[kind], f"analysis.{kind}")
-        field_ = _LIMIT_FIELD[kind]
-        limit = _int(sub, field_, DEFAULTS[f"{kind}.{field_}"], f"analysis.{kind}.")
-        metrics.append(MetricSpec(kind, kind, limit, _query(sub, f"analysis.{kind}")))
-    seen: set[str] = set()
-    custom = spec.get("custom") or []
-    if not isinstance(custom, Sequence) or isinstance(custom, str):
-        raise AnalysisError("analysis.custom must be a list")
-    for i, item in enumerate(custom):
-        sub = _mapping(item, f"analysis.custom[{i}]")
-        name = sub.get("name")
-        if not isinstance(name, str) or not name:
-            raise AnalysisError(f"analysis.custom[{i}].name is required")
-        if name in seen:
-            raise AnalysisError(f"analysis.custom has a duplicate name {name!r}")
-        seen.add(name)
-        query = _query(sub, f"analysis.custom[{i}]")
-        if query is None:
-            raise AnalysisError(f"analysis.custom[{i}].query is required")
-        if "max" not in sub:
-            raise AnalysisError(f"analysis.custom[{i}].max is required")
-        limit = _int(sub, "max", 0, f"analysis.custom[{i}].", minimum=-(2**63))
-        metrics.append(MetricSpec(name, "custom", limit, query))
-    no_data = _mapping(spec.get("noData"), "analysis.noData")
-    url = spec.get("prometheusURL")
-    return AnalysisSettings(
-        interval_seconds=_int(
-            spec,
-            "intervalSeconds",
-            DEFAULT_INTERVAL_SECONDS,
-            "analysis.",
-            minimum=MIN_INTERVAL_SECONDS,
-        ),
-        window_seconds=_int(spec, "windowSeconds", DEFAULT_WINDOW_SECONDS, "analysis.", minimum=1),
-        failure_limit=_int(spec, "failureLimit", DEFAULT_FAILURE_LIMIT, "analysis."),
-        no_data_rollback_after_seconds=_int(
-            no_data,
-            "rollbackAfterSeconds",
-            DEFAULT_NO_DATA_ROLLBACK_AFTER_SECONDS,
-            "analysis.noData.",
-        ),
-        on_breach="Pause" if on_breach == "Pause" else "Rollback",
-        prometheus_url=url if isinstance(url, str) and url else None,
-        metrics=tuple(metrics),
-    )
+    if not isinstance(analysis, Analysis):
+        try:
+            analysis = parse_spec(Analysis, analysis or {}, kind="analysis")
+        except InvalidSpecError as exc:
+            raise AnalysisError("; ".join(exc.problems).replace("spec.", "analysis.")) from None
+    return settings_from_spec(analysis, "Pause" if on_breach == "Pause" else "Rollback")
 
 
 @dataclass(frozen=True)

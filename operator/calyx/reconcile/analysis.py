@@ -31,8 +31,8 @@ from calyx.domain.analysis import (
     QueryOutcome,
     estimate_breach_start,
     evaluate,
-    parse_analysis,
     queries_for,
+    settings_from_spec,
     without_gap,
 )
 from calyx.domain.batch import PodVector, batch_queries, combine
@@ -108,7 +108,7 @@ class AnalysisRunner:
         the timer sweep skips a quiet Rollout until then (docs/architecture.md)."""
         if o.spec is None:
             return None
-        settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
+        settings = settings_from_spec(o.spec.analysis, o.spec.on_breach)
         url = settings.prometheus_url or self.default_url
         return self._due_time(o.rollout.get("status") or {}, settings, url)
 
@@ -127,9 +127,9 @@ class AnalysisRunner:
                 continue
             try:
                 spec = parse_rollout_spec(body.get("spec"))
-                settings = parse_analysis(spec.analysis, spec.on_breach)
-            except (InvalidSpecError, ValueError):
+            except InvalidSpecError:
                 continue
+            settings = settings_from_spec(spec.analysis, spec.on_breach)
             if not settings.metrics:
                 continue
             # The namespaces of Rollouts due now or within the next two timer ticks go into
@@ -223,7 +223,7 @@ class AnalysisRunner:
             return None
         meta = o.rollout["metadata"]
         try:
-            settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
+            settings = settings_from_spec(o.spec.analysis, o.spec.on_breach)
             variables = template_vars(
                 meta["namespace"], o.target["metadata"]["name"], settings.window_seconds
             )
@@ -258,7 +258,7 @@ class AnalysisRunner:
             return None
         if not o.spec.analysis.has_metrics() or o.target is None:
             return None
-        settings = parse_analysis(o.spec.analysis, o.spec.on_breach)
+        settings = settings_from_spec(o.spec.analysis, o.spec.on_breach)
         last = status.get("lastAnalysis") or {}
         url = settings.prometheus_url or self.default_url
         if not self._due(status, settings, o.now, url):

@@ -464,7 +464,6 @@ ROLLOUT_BAD = [
         "greater",
     ),
     ("float threshold", _set("analysis.tes.maxDropPercent", 5.5), "maxDropPercent", "integer"),
-    ("metric w/o limit", _set("analysis.cpu", {}), "spec.analysis.cpu.maxPercent", "required"),
     ("bad url", _set("analysis.prometheusURL", "prom:9090"), "prometheusURL", "pattern"),
     ("lowercase url key", _set("analysis.prometheusUrl", "http://p"), "prometheusUrl", "unknown"),
     (
@@ -581,3 +580,21 @@ def test_rollout_spec_round_trips(raw: dict[str, Any]) -> None:
     dumped = spec.model_dump(mode="json", exclude_none=True)
     assert parse_rollout_spec(dumped) == spec
     assert spec.model_dump(mode="json", exclude_unset=True, exclude_none=True) == raw
+
+
+def test_a_metric_without_a_limit_gets_its_documented_default() -> None:
+    """``cpu: {}`` checks CPU at the default ceiling (docs/api.md, "Defaults"): one home per
+    default, the model, which the analysis settings are built from."""
+    from calyx.api.rollout import (
+        DEFAULT_CPU_MAX_PERCENT,
+        DEFAULT_ERROR_RATE_MAX_PERMILLE,
+        DEFAULT_MEMORY_MAX_PERCENT,
+        DEFAULT_TES_MAX_DROP_PERCENT,
+        Analysis,
+    )
+
+    a = Analysis.model_validate({"tes": {}, "errorRate": {}, "cpu": {}, "memory": {}})
+    assert a.tes is not None and a.tes.max_drop_percent == DEFAULT_TES_MAX_DROP_PERCENT == 5
+    assert a.error_rate is not None and a.error_rate.max_permille == DEFAULT_ERROR_RATE_MAX_PERMILLE
+    assert a.cpu is not None and a.cpu.max_percent == DEFAULT_CPU_MAX_PERCENT == 90
+    assert a.memory is not None and a.memory.max_percent == DEFAULT_MEMORY_MAX_PERCENT == 90

@@ -269,7 +269,7 @@ def test_invalid_analysis_is_reported_not_raised() -> None:
     obj = rollout()
     obj["spec"]["analysis"] = {"custom": [{"name": "x"}]}
     rep, md = build_report(rollout=obj, lease=LEASE, chain=[], now=NOW)
-    assert "query is required" in rep["analysis"]["error"]
+    assert "custom[0].query: required field is missing" in rep["analysis"]["error"]
     assert "Invalid analysis spec" in md
 
 
