@@ -367,6 +367,48 @@ def _dump_value(value: Any) -> Any:
     return value
 
 
+def is_started(status: RolloutStatus, stored: Mapping[str, Any] | None = None) -> bool:
+    """Whether the snapshot is recorded: from then on a change may be out there. ``stored``,
+    the status as written, is consulted too, so that a snapshot reference which does not
+    validate still counts (fail safe: a started rollout is rolled back or finished, never
+    started again)."""
+    if status.snapshot is not None and status.snapshot.config_map:
+        return True
+    snapshot = (stored or {}).get("snapshot")
+    return isinstance(snapshot, Mapping) and bool(snapshot.get("configMap"))
+
+
+def apply_typed(
+    stored: Mapping[str, Any], before: RolloutStatus, after: RolloutStatus
+) -> dict[str, Any]:
+    """``stored`` (a status as written) with the changes from ``before`` (it, as loaded) to
+    ``after`` applied as a merge patch: fields this version does not know, and the spelling of
+    fields it did not change, are kept."""
+    return merge_apply(stored, merge_diff(status_dump(before), status_dump(after)))
+
+
+def stamp_reverted(status: dict[str, Any], when: dt.datetime) -> RollbackStatus:
+    """Record in a plan's ``status`` when its revert actions were issued
+    (``Plan.stamp_reverted``: the reconciler calls this after running them); returns the
+    rollback record."""
+    before = load_status(status)
+    after = before.model_copy(deep=True)
+    rb = after.rollback or _unknown_rollback()
+    rb.reverted_at = when
+    after.rollback = rb
+    new = apply_typed(status, before, after)
+    status.clear()
+    status.update(new)
+    return rb
+
+
+def _unknown_rollback() -> RollbackStatus:
+    # Only a status damaged by hand lacks its rollback record; its messages say "None" as they
+    # always have.
+    unknown: dict[str, Any] = {"trigger": None, "reason": None}
+    return RollbackStatus.model_construct(**unknown)
+
+
 class _Step:
     """Builder for one plan: the stored status read into :class:`RolloutStatus` (``st``), changed
     by what this pass decides; :meth:`finish` writes the changes back onto the stored status."""
@@ -392,8 +434,7 @@ class _Step:
         """The new status: the stored one with what this pass changed in ``st`` applied as a
         merge patch (so fields this version does not know, and the spelling of untouched ones,
         are kept), plus the conditions."""
-        changed = merge_diff(status_dump(self.before), status_dump(self.st))
-        status = merge_apply(self.prev, changed)
+        status = apply_typed(self.prev, self.before, self.st)
         if self.st.observed_generation is None:
             status["observedGeneration"] = None
         if self.last_analysis is not None:
@@ -430,8 +471,7 @@ class _Step:
 
     @property
     def started(self) -> bool:
-        """Whether the snapshot is recorded: from then on a change may be out there."""
-        return bool(self.st.snapshot is not None and self.st.snapshot.config_map)
+        return is_started(self.st, self.prev)
 
     def target_name(self, default: str = "?") -> str:
         return self.st.target.name if self.st.target is not None else default
@@ -1148,11 +1188,7 @@ def _snapshot_tampered(s: _Step) -> Plan:
 
 def _rollback(s: _Step) -> RollbackStatus:
     """``status.rollback``, or an empty one (trigger and reason None) when none is stored."""
-    if s.st.rollback is not None:
-        return s.st.rollback
-    # Only a status damaged by hand gets here; its messages say "None" as they always have.
-    unknown: dict[str, Any] = {"trigger": None, "reason": None}
-    return RollbackStatus.model_construct(**unknown)
+    return s.st.rollback if s.st.rollback is not None else _unknown_rollback()
 
 
 def _revert_actions(s: _Step) -> None:

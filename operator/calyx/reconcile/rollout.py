@@ -71,9 +71,13 @@ from calyx.domain.rollout_plan import (
     ScaleCanary,
     SetPaused,
     WriteSnapshot,
+    is_started,
+    load_status,
     plan_rollout,
+    stamp_reverted,
+    status_dump,
 )
-from calyx.domain.timefmt import format_time_ms, parse_stamp
+from calyx.domain.timefmt import parse_stamp
 from calyx.domain.trust import TrustStore, TrustStoreError
 from calyx.domain.verification import verify_lease
 from calyx.domain.wake import next_due
@@ -114,10 +118,10 @@ def _reverting(rollout: Mapping[str, Any]) -> bool:
     pass reads no ledger, trust store or Prometheus, so none of them can block it
     (docs/security.md, "rollback is never blocked")."""
     meta = rollout["metadata"]
-    status = rollout.get("status") or {}
-    started = bool((status.get("snapshot") or {}).get("configMap"))
+    status = load_status(rollout.get("status"))
+    started = is_started(status, rollout.get("status"))
     return (
-        status.get("phase") in (*TERMINAL, "RollingBack")
+        status.phase in (*TERMINAL, "RollingBack")
         or bool(meta.get("deletionTimestamp"))
         or (started and FORCE_ROLLBACK in (meta.get("annotations") or {}))
     )
@@ -127,8 +131,8 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
     meta = rollout["metadata"]
     ns = meta["namespace"]
     now = deps.clock()
-    status = rollout.get("status") or {}
-    started = bool((status.get("snapshot") or {}).get("configMap"))
+    status = load_status(rollout.get("status"))
+    started = is_started(status, rollout.get("status"))
     reverting = _reverting(rollout)
     try:
         spec = parse_rollout_spec(rollout.get("spec"))
@@ -175,7 +179,7 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
             )
             holder = holders.get(verdict.digest)
             claimed = started or (holder is not None and holder.rollout_uid == meta["uid"])
-    target_name = (status.get("target") or {}).get("name") or (
+    target_name = (status.target.name if status.target else None) or (
         lease_spec.target_ref.name if lease_spec else None
     )
     target = deps.kube.get_deployment(ns, target_name) if target_name else None
@@ -184,11 +188,12 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
     snapshot_doc, snapshot_problem = None, ""
     if started:
         snapshot_doc, snapshot_problem = trusted_snapshot(
-            snapshot, (status.get("snapshot") or {}).get("sha256")
+            snapshot, status.snapshot.sha256 if status.snapshot else None
         )
     foreign = None
+    images = [c.model_dump() for c in status.change.containers] if status.change else []
     if canary is not None and not _our_canary(
-        rollout, canary, snapshot_doc if started else target, status
+        rollout, canary, snapshot_doc if started else target, images
     ):
         foreign, canary = canary, None
     busy = _busy_by(deps, rollout, target, others) if not started and not reverting else None
@@ -208,9 +213,9 @@ def observe(deps: RolloutDeps, rollout: Mapping[str, Any], tick: bool) -> Observ
         # Once per start attempt, right before the first write (docs/analysis.md).
         query_problem = check(Observed(rollout=rollout, now=now, spec=spec, target=target))
     job = None
-    if status.get("phase") == "Validating" or (status.get("validation") or {}).get("job"):
+    if status.phase == "Validating" or (status.validation and status.validation.job):
         job = deps.kube.get_job(ns, job_name(meta["name"]))
-    risk = status.get("risk")
+    risk = status_dump(status.risk) if status.risk else None
     if risk is None and lease_spec is not None and target is not None and spec is not None:
         risk = assess_risk(
             deps.kube, rollout, lease, target, spec.tiers[0].weight if spec.tiers else 5, now
@@ -250,7 +255,7 @@ def _our_canary(
     rollout: Mapping[str, Any],
     canary: Mapping[str, Any],
     base: Mapping[str, Any] | None,
-    status: Mapping[str, Any],
+    images: Sequence[Mapping[str, Any]],
 ) -> bool:
     """A ``<target>-canary`` is this Rollout's only if its controller owner is this Rollout's
     uid *and* its pod template is exactly the one the operator builds from the snapshot (or,
@@ -259,7 +264,6 @@ def _our_canary(
     meta = rollout["metadata"]
     if not owned_by(canary, meta["uid"]):
         return False
-    images = (status.get("change") or {}).get("containers")
     if base is None or not images:
         return True  # nothing to compare against yet; ownership is all there is
     expected = canary_deployment(rollout, base, images, 0, "")
@@ -289,6 +293,8 @@ def _busy_by(
             return claim[0]
     tname = target["metadata"]["name"]
     for peer in rollouts:
+        # Read as stored, not through the model: a peer's record that does not validate must
+        # still keep this Rollout off its target.
         st = peer.get("status") or {}
         if (
             peer["metadata"].get("uid") != meta["uid"]
@@ -315,7 +321,7 @@ def assess_risk(
     since = now - dt.timedelta(days=RECENT_ROLLBACK_DAYS)
     recent = 0
     for other in kube.list_custom(ROLLOUTS, ns):
-        st = other.get("status") or {}
+        st = other.get("status") or {}  # as stored: a partial record still counts
         when = parse_stamp((st.get("rollback") or {}).get("verifiedAt"))
         if (
             st.get("phase") == "RolledBack"
@@ -370,14 +376,12 @@ def apply(
             continue
         _do(deps, rollout, action)
     if plan.stamp_reverted:
-        rb = dict(plan.status.get("rollback") or {})
         reverted = deps.clock()
-        rb["revertedAt"] = format_time_ms(reverted)
-        plan.status["rollback"] = rb
+        rb = stamp_reverted(plan.status, reverted)
         patch = status_patch(prev, plan.status)
-        breach = parse_stamp(rb.get("breachAt"))
+        breach = rb.breach_at
         METRICS.record_rollback(
-            str(rb.get("trigger")),
+            str(rb.trigger),
             (reverted - breach).total_seconds() if breach else None,
         )
     if patch is not None:
