@@ -87,7 +87,9 @@ def trial(env: Env, args: argparse.Namespace, run_id: str, idx: int) -> dict[str
         "ns": ns,
         "detect": (detected - t0) if detected else None,
         "revert": (reverted - t0) if reverted else None,
-        "revertSeconds": rb.get("revertSeconds"),
+        # decided → issued; status.rollback.revertSeconds is written only once the revert is
+        # verified, later than this trial looks
+        "revertSeconds": round(reverted - detected, 3) if reverted and detected else None,
         "trigger": rb.get("trigger"),
         "reason": str(rb.get("reason", ""))[:70],
     }

@@ -154,7 +154,8 @@ class PrometheusClient:
         self._outstanding: dict[int, datetime] = {}
         self._outstanding_lock = threading.Lock()
         self._request_ids = itertools.count()
-        self._last_timed_out = False  # whether the last request to finish got no answer
+        # Send time of the first request that timed out since the server last answered.
+        self._unanswered_from: datetime | None = None
 
     def __repr__(self) -> str:
         return f"PrometheusClient({self.url!r}, timeout_seconds={self.timeout_seconds})"
@@ -182,39 +183,47 @@ class PrometheusClient:
     def _request(self) -> Iterator[None]:
         """Mark one request outstanding from its send until its answer (or failure)."""
         key = next(self._request_ids)
+        sent = datetime.now(UTC)
         with self._outstanding_lock:
-            self._outstanding[key] = datetime.now(UTC)
-        timed_out = False
+            self._outstanding[key] = sent
+        answered: bool | None = True  # None: refused or reset, which says nothing either way
         try:
             yield
         except (requests.Timeout, requests.ConnectionError) as exc:
             timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc)
+            answered = False if timed_out else None
             raise
         finally:
             with self._outstanding_lock:
                 del self._outstanding[key]
-                self._last_timed_out = timed_out
+                if answered:
+                    self._unanswered_from = None
+                elif answered is False and self._unanswered_from is None:
+                    self._unanswered_from = sent
 
     def answering(self, within_seconds: float) -> bool:
-        """Whether the server looks responsive: no request has waited longer than
-        ``within_seconds`` and the last one to finish was not a timeout."""
+        """Whether the server looks responsive: nothing it left unanswered since its last
+        answer, and no request waiting longer than ``within_seconds``."""
         with self._outstanding_lock:
-            if self._last_timed_out:
+            if self._unanswered_from is not None:
                 return False
         return self.unanswered_since(older_than_seconds=within_seconds) is None
 
     def unanswered_since(self, older_than_seconds: float = 0.0) -> datetime | None:
-        """When the oldest request still without an answer was sent, if it has waited longer
-        than ``older_than_seconds`` (None: every request was answered sooner). Any request
-        counts — a query of any Rollout, a batch, the targets read — so a hung server is known
-        from the first request it left unanswered, not from each Rollout's own."""
+        """When the first request the server left unanswered was sent: the oldest still
+        waiting (if it has waited longer than ``older_than_seconds``), or one that timed out
+        since the server last answered anything (None: none). Any request counts — a query of
+        any Rollout, a batch, the targets read — so a hung server is known from the first
+        request it left unanswered, not from each Rollout's own; and a timeout does not make
+        it forget that first request."""
+        now = datetime.now(UTC)
         with self._outstanding_lock:
             oldest = min(self._outstanding.values(), default=None)
-        if oldest is None:
-            return None
-        if (datetime.now(UTC) - oldest).total_seconds() < older_than_seconds:
-            return None
-        return oldest
+            timed_out = self._unanswered_from
+        if oldest is not None and (now - oldest).total_seconds() < older_than_seconds:
+            oldest = None
+        found = [t for t in (oldest, timed_out) if t is not None]
+        return min(found) if found else None
 
     def _call(self, fn: Callable[[], Any]) -> tuple[Any, QueryOutcome | None, float]:
         """Run one API call; on failure return the ``error`` outcome instead of raising."""

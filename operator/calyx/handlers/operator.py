@@ -140,6 +140,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         locks=KeyedLocks(),
         changes=_lease_token(trust_cache, ledger_holders),
     )
+    analysis = AnalysisRunner(cfg.prometheus_url, tick_seconds=cfg.rollout_tick_seconds)
     RT.rollout = RolloutDeps(
         kube=kube,
         events=RT.lease.events,
@@ -147,7 +148,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         ledger=LedgerStore(kube, cfg, events=RT.lease.events, clock=_utcnow),
         clock=_utcnow,
         locks=RT.lease.locks,
-        analyze=AnalysisRunner(cfg.prometheus_url, tolerance_seconds=cfg.rollout_tick_seconds / 2),
+        analyze=analysis,
         faults=FAULTS,
         changes=_change_token(RT.cache, trust_cache),
     )
@@ -165,7 +166,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     pool = RT.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
     rollout_sweeper = Sweeper(
         "rollouts",
-        cfg.rollout_tick_seconds,
+        analysis.tick_seconds,
         _when_leading(lambda: reconcile_all_rollouts(RT.rollout, pool=pool)),
     )
     parts = (RT.cache, trust_cache, ledger_cache, sweeper, rollout_sweeper)

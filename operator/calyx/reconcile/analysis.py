@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,7 @@ BATCH_MAX_AGE_SECONDS = 5.0
 # A server with no request outstanding for longer than this is answering: an evaluation at the
 # NoData deadline then waits for its answer instead of giving up at once.
 RESPONSIVE_SECONDS = 1.0
+MIN_TICK_SECONDS = 0.25
 
 
 class AnalysisRunner:
@@ -59,7 +61,7 @@ class AnalysisRunner:
         default_url: str,
         metrics: OperatorMetrics = METRICS,
         timeout_seconds: float = 5.0,
-        tolerance_seconds: float = 0.25,
+        tick_seconds: float = 0.5,
     ) -> None:
         self.default_url = default_url
         self.metrics = metrics
@@ -71,9 +73,21 @@ class AnalysisRunner:
         self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         self._batch_at: dt.datetime | None = None
-        # A due check may run up to half a timer tick early: ticks are discrete, and waiting for
-        # the next one would stretch every interval by a tick.
-        self.tolerance = tolerance_seconds
+        self.max_tick = tick_seconds
+        self._shortest_interval = math.inf  # of the Rollouts the last sweep analysed
+
+    def tick_seconds(self) -> float:
+        """The rollout sweep's period: the configured tick, shorter while some Rollout analyses
+        at a short interval — a quarter of it, not below :data:`MIN_TICK_SECONDS` — so that
+        a 1 s interval is evaluated within a quarter second of its scrape landing without a
+        fast tick for everybody (docs/architecture.md, "Timer")."""
+        return min(self.max_tick, max(MIN_TICK_SECONDS, self._shortest_interval / 4))
+
+    @property
+    def tolerance(self) -> float:
+        """A due check may run up to half a timer tick early: ticks are discrete, and waiting
+        for the next one would stretch every interval by a tick."""
+        return self.tick_seconds() / 2
 
     def _due(
         self,
@@ -120,6 +134,7 @@ class AnalysisRunner:
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         any_due = False
         shortest = float(self.timeout) * 2
+        analysed = math.inf
         for body in bodies:
             status = body.get("status") or {}
             target = (status.get("target") or {}).get("name")
@@ -140,12 +155,14 @@ class AnalysisRunner:
             when = self._due_time(status, settings, url)
             any_due = any_due or when is None or now >= when
             shortest = min(shortest, float(settings.interval_seconds))
+            analysed = min(analysed, float(settings.interval_seconds))
             if when is not None and when > now + dt.timedelta(seconds=4 * self.tolerance):
                 continue
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)
                     groups.setdefault(key, set()).add(body["metadata"]["namespace"])
+        self._shortest_interval = analysed
         if not any_due:
             return
         batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}

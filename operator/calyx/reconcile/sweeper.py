@@ -19,9 +19,13 @@ log = logging.getLogger("calyx.sweeper")
 
 
 class Sweeper:
-    def __init__(self, name: str, interval: float, tick: Callable[[], None]) -> None:
+    def __init__(
+        self, name: str, interval: float | Callable[[], float], tick: Callable[[], None]
+    ) -> None:
+        """``interval`` may be a function, read before each wait: the rollout sweep ticks
+        faster while a Rollout analyses at a short interval (docs/architecture.md)."""
         self.name = name
-        self.interval = interval
+        self._interval = interval
         self.tick = tick
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sweep-{name}", daemon=True)
@@ -32,6 +36,12 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def interval(self) -> float:
+        if callable(self._interval):
+            return float(self._interval())
+        return float(self._interval)
 
     def join(self, timeout: float) -> bool:
         """Wait for a sweep in progress to finish (a graceful stop must not release leadership

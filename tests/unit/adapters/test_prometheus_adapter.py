@@ -285,9 +285,14 @@ def test_a_timeout_marks_the_server_not_answering(
     fake.replies["q"] = vec(({}, "1"))
     fake.delay = 0.5
     client = PrometheusClient(fake.url, timeout_seconds=0.2, metrics=metrics)
+    sent = datetime.now(UTC)
     assert client.query("q").kind == "error"
-    assert client.unanswered_since() is None, "nothing outstanding any more"
-    assert not client.answering(within_seconds=1.0), "but the last request got no answer"
+    assert client.query("q").kind == "error"
+    since = client.unanswered_since()
+    assert since is not None and 0 <= (since - sent).total_seconds() < 0.1, (
+        "nothing is outstanding any more, but the first request left unanswered is remembered"
+    )
+    assert not client.answering(within_seconds=1.0)
     fake.delay = 0.0
     assert client.query("q").kind == "value"
-    assert client.answering(within_seconds=1.0)
+    assert client.answering(within_seconds=1.0) and client.unanswered_since() is None

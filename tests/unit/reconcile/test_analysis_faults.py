@@ -259,3 +259,29 @@ def test_the_no_data_deadline_is_an_evaluation_of_its_own() -> None:
     assert runner.next_due(observed) == last + dt.timedelta(seconds=5)
     observed.rollout["status"]["lastAnalysis"]["state"] = {"consecutiveBreaches": 0}
     assert runner.next_due(observed) == last + dt.timedelta(seconds=10 - runner.tolerance)
+
+
+def _analysed(interval: int) -> dict[str, object]:
+    return {
+        "metadata": {"name": f"r{interval}", "namespace": "ns"},
+        "spec": {
+            "leaseRef": {"name": "l"},
+            "analysis": {"intervalSeconds": interval, "errorRate": {}},
+        },
+        "status": {"phase": "Progressing", "target": {"name": "web"}},
+    }
+
+
+def test_the_timer_ticks_faster_only_while_a_short_interval_is_analysed() -> None:
+    """A 1 s interval needs a quarter-second tick to be evaluated right after its scrape lands
+    (breach to revert p95 1.41 s at 0.25 s, 1.9 s at 1 s); Rollouts at 10 s do not."""
+    runner = AnalysisRunner("http://127.0.0.1:9", timeout_seconds=0.2, tick_seconds=1.0)
+    assert runner.tick_seconds() == 1.0, "nothing analysed: the configured tick"
+    runner.prepare([_analysed(10)], dt.datetime.now(dt.UTC))
+    assert runner.tick_seconds() == 1.0
+    runner.prepare([_analysed(10), _analysed(2)], dt.datetime.now(dt.UTC))
+    assert runner.tick_seconds() == 0.5
+    runner.prepare([_analysed(1)], dt.datetime.now(dt.UTC))
+    assert runner.tick_seconds() == 0.25 and runner.tolerance == 0.125
+    runner.prepare([], dt.datetime.now(dt.UTC))
+    assert runner.tick_seconds() == 1.0, "back to the configured tick"
