@@ -74,6 +74,7 @@ class OperatorProcess:
             "CALYX_LEASE_RECHECK_SECONDS": "1",
             "CALYX_ROLLOUT_TICK_SECONDS": "0.5",
             "CALYX_METRICS_PORT": str(self.metrics_port),
+            "MALLOC_ARENA_MAX": "2",  # as in the image (Dockerfile)
             "POD_NAME": self.identity,
             **self.extra_env,
         }

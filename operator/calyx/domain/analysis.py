@@ -161,9 +161,7 @@ def settings_from_spec(
     applies); absent means not checked."""
     metrics: list[MetricSpec] = []
     if analysis.tes is not None:
-        metrics.append(
-            MetricSpec("tes", "tes", analysis.tes.max_drop_percent, analysis.tes.query)
-        )
+        metrics.append(MetricSpec("tes", "tes", analysis.tes.max_drop_percent, analysis.tes.query))
     if analysis.error_rate is not None:
         rate = analysis.error_rate
         metrics.append(MetricSpec("errorRate", "errorRate", rate.max_permille, rate.query))

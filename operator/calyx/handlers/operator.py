@@ -42,6 +42,8 @@ from calyx.reconcile.sweeper import Sweeper
 log = logging.getLogger("calyx.operator")
 STOP_GRACE_SECONDS = 10.0
 """How long a graceful stop waits for sweeps in flight (a pod's default grace period is 30 s)."""
+SWEEP_WORKERS = 32
+"""Threads running Rollout passes (docs/performance.md, 1,000 Rollouts)."""
 USER_AGENT = "calyx-operator"
 
 
@@ -163,11 +165,15 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     sweeper = Sweeper(
         "leases", cfg.lease_recheck_seconds, _when_leading(lambda: reconcile_all_leases(RT.lease))
     )
-    pool = RT.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="rollout")
+    # A pass mostly waits on the API server (its status write), so more threads than cores;
+    # at most twice as many passes queued as run, the longest unevaluated first.
+    pool = RT.pool = ThreadPoolExecutor(max_workers=SWEEP_WORKERS, thread_name_prefix="rollout")
     rollout_sweeper = Sweeper(
         "rollouts",
         analysis.tick_seconds,
-        _when_leading(lambda: reconcile_all_rollouts(RT.rollout, pool=pool)),
+        _when_leading(
+            lambda: reconcile_all_rollouts(RT.rollout, pool=pool, max_queued=2 * SWEEP_WORKERS)
+        ),
     )
     parts = (RT.cache, trust_cache, ledger_cache, sweeper, rollout_sweeper)
     RT.background = [part for part in parts if part is not None]

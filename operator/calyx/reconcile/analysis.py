@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, cast
 
@@ -51,6 +51,7 @@ BATCH_MAX_AGE_SECONDS = 5.0
 # NoData deadline then waits for its answer instead of giving up at once.
 RESPONSIVE_SECONDS = 1.0
 MIN_TICK_SECONDS = 0.25
+SETTINGS_CACHE_MAX = 20_000
 
 
 class AnalysisRunner:
@@ -75,6 +76,7 @@ class AnalysisRunner:
         self._batch_at: dt.datetime | None = None
         self.max_tick = tick_seconds
         self._shortest_interval = math.inf  # of the Rollouts the last sweep analysed
+        self._settings: dict[tuple[str, Any], AnalysisSettings | None] = {}
 
     def tick_seconds(self) -> float:
         """The rollout sweep's period: the configured tick, shorter while some Rollout analyses
@@ -126,11 +128,36 @@ class AnalysisRunner:
         url = settings.prometheus_url or self.default_url
         return self._due_time(o.rollout.get("status") or {}, settings, url)
 
-    def prepare(self, bodies: Sequence[Mapping[str, Any]], now: dt.datetime) -> None:
+    def _settings_of(self, body: Mapping[str, Any]) -> AnalysisSettings | None:
+        """A listed Rollout's analysis settings, parsed once per spec generation (a sweep
+        over 1,000 Rollouts parsed every spec every tick)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("uid") or meta.get("name")), meta.get("generation"))
+        if key in self._settings:
+            return self._settings[key]
+        try:
+            spec = parse_rollout_spec(body.get("spec"))
+        except InvalidSpecError:
+            settings = None
+        else:
+            settings = settings_from_spec(spec.analysis, spec.on_breach)
+        if len(self._settings) > SETTINGS_CACHE_MAX:
+            self._settings.clear()
+        self._settings[key] = settings
+        return settings
+
+    def prepare(
+        self,
+        bodies: Sequence[Mapping[str, Any]],
+        now: dt.datetime,
+        only: Collection[str] | None = None,
+    ) -> None:
         """Before a timer sweep: fetch every due Rollout's default metrics with one grouped
         query per (Prometheus, window, metric part) — not 8 per Rollout (docs/analysis.md, issue 5
         scale goal). Rollouts then read their share in ``__call__``; anything missing from the
-        batch (overrides, custom metrics, a failed group) is queried per Rollout as before."""
+        batch (overrides, custom metrics, a failed group) is queried per Rollout as before.
+        ``only`` (``namespace/name``) limits the batch to the Rollouts this sweep will run; the
+        shortest analysed interval (the timer's tick) is taken over all of ``bodies``."""
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
         any_due = False
         shortest = float(self.timeout) * 2
@@ -140,12 +167,12 @@ class AnalysisRunner:
             target = (status.get("target") or {}).get("name")
             if status.get("phase") not in ANALYZED_PHASES or not target:
                 continue
-            try:
-                spec = parse_rollout_spec(body.get("spec"))
-            except InvalidSpecError:
+            settings = self._settings_of(body)
+            if settings is None or not settings.metrics:
                 continue
-            settings = settings_from_spec(spec.analysis, spec.on_breach)
-            if not settings.metrics:
+            analysed = min(analysed, float(settings.interval_seconds))
+            meta = body["metadata"]
+            if only is not None and f"{meta['namespace']}/{meta['name']}" not in only:
                 continue
             # The namespaces of Rollouts due now or within the next two timer ticks go into
             # the groups (a pass that runs a little later finds its share too); one due Rollout
@@ -155,7 +182,6 @@ class AnalysisRunner:
             when = self._due_time(status, settings, url)
             any_due = any_due or when is None or now >= when
             shortest = min(shortest, float(settings.interval_seconds))
-            analysed = min(analysed, float(settings.interval_seconds))
             if when is not None and when > now + dt.timedelta(seconds=4 * self.tolerance):
                 continue
             for m in settings.metrics:

@@ -43,6 +43,10 @@ class QuietBook:
         with self._lock:
             self._running.discard(key)
 
+    def is_running(self, key: str) -> bool:
+        with self._lock:
+            return key in self._running
+
     def running(self) -> int:
         """How many sweep passes are queued or running (a graceful stop waits for them)."""
         with self._lock:

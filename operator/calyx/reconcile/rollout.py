@@ -573,8 +573,21 @@ def _ended(quiet: QuietBook, key: str, _future: object) -> None:
     quiet.end(key)
 
 
+def _key(body: Mapping[str, Any]) -> str:
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def _last_evaluated(body: Mapping[str, Any]) -> str:
+    """The last evaluation's time as stored (fixed-width RFC 3339: it sorts as a string);
+    "" for never, which sorts first."""
+    return str(((body.get("status") or {}).get("lastAnalysis") or {}).get("time") or "")
+
+
 def reconcile_all_rollouts(
-    deps: RolloutDeps, tick: bool = True, pool: ThreadPoolExecutor | None = None
+    deps: RolloutDeps,
+    tick: bool = True,
+    pool: ThreadPoolExecutor | None = None,
+    max_queued: int | None = None,
 ) -> None:
     """One timer sweep over every Rollout that still has work (in parallel when given a pool:
     each Rollout's pass is mostly waiting on the API server and Prometheus).
@@ -582,36 +595,43 @@ def reconcile_all_rollouts(
     With a pool the sweep hands the passes over and returns: it does not wait for the slowest
     one (a claim retrying against a busy ledger, a query waiting on Prometheus), which would
     hold every other Rollout's next analysis until it ends. A Rollout whose pass from an
-    earlier sweep is still queued or running is left out of this one."""
+    earlier sweep is still queued or running is left out of this one. With ``max_queued``, at
+    most that many passes are queued or running at once, the longest unevaluated first, and
+    the batched queries cover only those: an operator behind schedule no longer fetches every
+    Rollout's metrics each tick for passes that run seconds later, when the batch is too old
+    to use (the 1,000-Rollout feedback loop in docs/performance.md)."""
     bodies = _listing(deps.kube, ROLLOUTS)  # read only, never changed or kept
     phases: dict[str, int] = {}
     for body in bodies:
         key = str((body.get("status") or {}).get("phase") or "Pending")
         phases[key] = phases.get(key, 0) + 1
     METRICS.set_rollouts_by_phase(phases)
-    prepare = getattr(deps.analyze, "prepare", None)
-    if tick and prepare is not None:
-        try:
-            prepare(bodies, deps.clock())
-        except Exception as exc:  # a failed batch only means per-Rollout queries this tick
-            FAILURES.failed("batch", "batched analysis queries", exc)
-        else:
-            FAILURES.ok("batch", "batched analysis queries")
     now = deps.clock()
-    deps.quiet.retain({f"{b['metadata']['namespace']}/{b['metadata']['name']}" for b in bodies})
-    active = [
-        b["metadata"]
+    deps.quiet.retain({_key(b) for b in bodies})
+    chosen = [
+        b
         for b in bodies
         if (
             (b.get("status") or {}).get("phase") not in TERMINAL
             or FINALIZER in (b["metadata"].get("finalizers") or [])
         )
-        and not deps.quiet.is_quiet(
-            f"{b['metadata']['namespace']}/{b['metadata']['name']}",
-            _token(deps, b["metadata"]["namespace"]),
-            now,
-        )
+        and not deps.quiet.is_quiet(_key(b), _token(deps, b["metadata"]["namespace"]), now)
     ]
+    if pool is not None:
+        chosen = [b for b in chosen if not deps.quiet.is_running(_key(b))]
+        if max_queued is not None:
+            room = max(0, max_queued - deps.quiet.running())
+            if len(chosen) > room:
+                chosen = sorted(chosen, key=_last_evaluated)[:room]
+    prepare = getattr(deps.analyze, "prepare", None)
+    if tick and prepare is not None:
+        try:
+            prepare(bodies, now, {_key(b) for b in chosen})
+        except Exception as exc:  # a failed batch only means per-Rollout queries this tick
+            FAILURES.failed("batch", "batched analysis queries", exc)
+        else:
+            FAILURES.ok("batch", "batched analysis queries")
+    active = [b["metadata"] for b in chosen]
 
     def one(meta: Mapping[str, Any]) -> None:
         key = f"{meta['namespace']}/{meta['name']}"

@@ -130,9 +130,9 @@ def test_accepts_the_pydantic_model() -> None:
         ({"tes": {"maxDropPercent": -1}}, "analysis.tes.maxDropPercent: must be greater than or"),
         ({"cpu": 90}, "analysis.cpu: must be an object"),
         ({"memory": {"query": ""}}, "analysis.memory.query: must have at least 1 character"),
-        ({"custom": [{"query": "q", "max": 1}]}, "analysis.custom[0].name: required field is missing"),
-        ({"custom": [{"name": "x", "max": 1}]}, "analysis.custom[0].query: required field is missing"),
-        ({"custom": [{"name": "x", "query": "q"}]}, "analysis.custom[0].max: required field is missing"),
+        ({"custom": [{"query": "q", "max": 1}]}, "custom[0].name: required field is missing"),
+        ({"custom": [{"name": "x", "max": 1}]}, "custom[0].query: required field is missing"),
+        ({"custom": [{"name": "x", "query": "q"}]}, "custom[0].max: required field is missing"),
         (
             {"custom": [{"name": "x", "query": "q", "max": 1}] * 2},
             "analysis.custom: duplicate custom metric name 'x'",

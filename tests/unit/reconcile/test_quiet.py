@@ -4,6 +4,7 @@ or something it reads changes (reconcile/quiet.py, domain/wake.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -79,3 +80,56 @@ def test_lease_expiry_is_not_skipped(world: tuple[World, list[int]]) -> None:
     w.now = dt.datetime.fromisoformat(expires.replace("Z", "+00:00")) + dt.timedelta(seconds=1)
     reconcile_all_rollouts(w.deps)
     assert w.phase in ("RollingBack", "RolledBack")
+
+
+class _HeldPool:
+    """A pool whose passes never run: what a sweep queues is what stays queued."""
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        from concurrent.futures import Future
+
+        self.queued.append(args[0])
+        return Future()
+
+
+def test_a_sweep_behind_schedule_queues_the_longest_unevaluated_first() -> None:
+    """1,000 Rollouts on a saturated operator: every one is due, the batch asked for all of
+    them each tick and each pass ran seconds later, too late to use it. Now a sweep queues at
+    most ``max_queued`` passes, the longest unevaluated first, and batches only those."""
+    w = World(tiers=[{"weight": 5, "soakSeconds": 60}, {"weight": 100}])
+    bodies = [
+        {
+            "metadata": {"namespace": NS, "name": f"r{i}", "uid": f"u{i}"},
+            "status": {
+                "phase": "Progressing",
+                "lastAnalysis": {"time": f"2026-11-25T10:00:{59 - i:02d}.000Z"},
+            },
+        }
+        for i in range(10)
+    ]
+    prepared: list[set[str]] = []
+
+    class Kube:
+        def list_custom(self, _plural: str) -> list[dict[str, Any]]:
+            return bodies
+
+    class Analysis:
+        def prepare(self, _bodies: Any, _now: Any, only: set[str]) -> None:
+            prepared.append(only)
+
+    deps = dataclasses.replace(w.deps, kube=Kube(), analyze=Analysis(), changes=None)
+    pool = _HeldPool()
+    reconcile_all_rollouts(deps, pool=pool, max_queued=4)
+    assert [m["name"] for m in pool.queued] == ["r9", "r8", "r7", "r6"]
+    assert prepared[-1] == {f"{NS}/r{i}" for i in (9, 8, 7, 6)}
+    reconcile_all_rollouts(deps, pool=pool, max_queued=4)
+    assert len(pool.queued) == 4, "still queued: nothing more until they end"
+    for m in pool.queued:
+        deps.quiet.end(f"{NS}/{m['name']}")
+    reconcile_all_rollouts(deps, pool=pool, max_queued=4)
+    assert [m["name"] for m in pool.queued[4:]] == ["r9", "r8", "r7", "r6"], (
+        "their status was not updated by the held passes, so they are still the oldest"
+    )
