@@ -168,7 +168,11 @@ def reconcile_lease(deps: LeaseDeps, body: Mapping[str, Any]) -> None:
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return
         result = plan(deps, fresh)
-        enqueue(result.status, str(meta.get("uid") or ""), result.events, format_time(deps.clock()))
+        # The chain position keeps ids apart: two decisions in one second with the same
+        # message (a signature rewritten twice, the same cause) are two Events, not one.
+        seq = int((fresh.get("status") or {}).get("auditSeq") or 0)
+        key = f"{meta.get('uid') or ''}/{seq}"
+        enqueue(result.status, key, result.events, format_time(deps.clock()))
         patch = status_patch(fresh.get("status") or {}, result.status)
         if patch is None:
             return
