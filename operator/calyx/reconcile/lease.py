@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from calyx.adapters.audit_log import write_record
 from calyx.adapters.cache import copy_obj
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.failure_log import FailureLog
@@ -22,7 +23,6 @@ from calyx.adapters.kube_api import KubeApi
 from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
-from calyx.domain import audit
 from calyx.domain.lease_plan import (
     LeasePlan,
     plan_lease_status,
@@ -202,7 +202,7 @@ def announce_lease(deps: LeaseDeps, lease: Mapping[str, Any], out: Any = None) -
     chain = audit_records(tail, entries, lease)
     stream = out or sys.stdout
     for record, entry in zip(chain, entries, strict=True):
-        print(audit.log_line(record), file=stream, flush=True)
+        write_record(record, stream)
         deps.events.emit_entry(lease, entry)
     try:
         deps.kube.patch_custom_status(

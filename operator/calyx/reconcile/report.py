@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from calyx.adapters.audit_log import write_record
 from calyx.adapters.kube import is_conflict
 from calyx.adapters.kube_api import KubeApi
 from calyx.domain import audit
@@ -68,6 +69,6 @@ def write_report(
                 continue
             raise
         for rec in new:
-            print(audit.log_line(rec), file=stream, flush=True)
+            write_record(rec, stream)
         return
     raise RuntimeError(f"report {ns}/{name} kept changing; will retry on the next pass")
