@@ -192,19 +192,25 @@ def _overdue_rollout(
     return AnalysisRunner(prom_url, timeout_seconds=timeout), observed
 
 
+def _evaluated_by_a_healthy_prometheus(
+    since_seconds: float, last_seconds: float
+) -> AnalysisOutcome | None:
+    prom = FakePrometheus()
+    prom.default = vec(({}, "0"))  # every query answers with a value, after 50 ms
+    prom.delay = 0.05
+    try:
+        runner, observed = _overdue_rollout(prom.url, since_seconds, last_seconds)
+        return runner(observed)
+    finally:
+        prom.close()
+
+
 def test_a_gap_the_operator_caused_is_not_time_without_data() -> None:
     """Probe (1,000-Rollout ramp-up): a canary's first evaluation came before its pods had
     series, the next one 130 s later from an overloaded operator. The streak then looked older
     than rollbackAfterSeconds, the evaluation gave a healthy Prometheus 0 s to answer and
     rolled the canary back for NoData."""
-    prom = FakePrometheus()
-    prom.default = vec(({}, "0"))
-    prom.delay = 0.05
-    try:
-        runner, observed = _overdue_rollout(prom.url, since_seconds=130, last_seconds=130)
-        out = runner(observed)
-    finally:
-        prom.close()
+    out = _evaluated_by_a_healthy_prometheus(since_seconds=130, last_seconds=130)
     assert out is not None
     assert out.action != "rollback", out.message
     assert out.status["verdict"] == "Pass", out.message
@@ -228,14 +234,7 @@ def test_a_hung_prometheus_on_schedule_still_rolls_back_at_the_deadline(
 def test_data_back_at_the_deadline_is_seen_from_a_responsive_server() -> None:
     """No gap, the NoData deadline passed, but the server answers: the evaluation waits for it
     (a 0 s wait would turn data that just came back into a NoData rollback)."""
-    prom = FakePrometheus()
-    prom.default = vec(({}, "0"))
-    prom.delay = 0.05
-    try:
-        runner, observed = _overdue_rollout(prom.url, since_seconds=130, last_seconds=10)
-        out = runner(observed)
-    finally:
-        prom.close()
+    out = _evaluated_by_a_healthy_prometheus(since_seconds=130, last_seconds=10)
     assert out is not None and out.status["verdict"] == "Pass", out
 
 
