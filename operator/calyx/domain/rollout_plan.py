@@ -41,6 +41,7 @@ from calyx.api.rollout import (
     ValidationStatus,
     WorkloadRef,
 )
+from calyx.domain.analysis import is_gap
 from calyx.domain.canary import (
     canary_deployment,
     canary_name,
@@ -1017,9 +1018,10 @@ def _ensure_canary(s: _Step, weight: int) -> Plan:
 
 def _count_soak(s: _Step, entry: TierStatus, soak_start: dt.datetime, interval: int) -> None:
     """A soak counts only analysed time (docs/analysis.md, "Soak"): each evaluation covers the
-    time since the previous one when it passed, unless that stretch is longer than two
-    intervals — an outage of the API server, Prometheus or the operator — which is recorded in
-    ``analysisGaps`` and not counted."""
+    time since the previous one when it passed, unless that stretch is an unanalysed gap
+    (:func:`~calyx.domain.analysis.is_gap`: longer than two intervals) — an outage of the API
+    server, Prometheus or the operator — which is recorded in ``analysisGaps`` and not
+    counted."""
     out = s.o.analysis
     try:
         t = parse_stamp(str(out.status.get("time") or "")) if out else None
@@ -1031,7 +1033,7 @@ def _count_soak(s: _Step, entry: TierStatus, soak_start: dt.datetime, interval: 
     gap = (t - mark).total_seconds()
     if gap <= 0:
         return
-    if gap > 2 * interval:
+    if is_gap(gap, interval):
         gaps = list(entry.analysis_gaps or [])
         gaps.append(AnalysisGap(since=mark, until=t, seconds=round(gap, 3)))
         entry.analysis_gaps = gaps[-10:]
