@@ -280,6 +280,24 @@ def test_status_tiers_win_when_they_differ_from_the_plan() -> None:
     assert [t["weight"] for t in rep["tiers"]] == [10, 100]
 
 
+def test_a_status_field_that_does_not_validate_is_reported_as_absent() -> None:
+    """The status is read as the planner reads it (load_status): a top-level field that does
+    not validate is absent, the rest is reported, and the report is still written."""
+    obj = rollout(
+        currentTier="two",
+        rollback={"reason": "no trigger"},
+        lastAnalysis={"time": "yesterday", "verdict": "Pass"},
+        tiers=[{"weight": 5, "startedAt": "soon"}],
+        newerOperatorField={"x": 1},
+    )
+    rep, md = build_report(rollout=obj, lease=LEASE, chain=[], now=NOW)
+    assert rep["currentTier"] is None and rep["rollback"] is None and rep["lastAnalysis"] is None
+    assert rep["tiersSource"] == "risk" and rep["tiers"][0]["startedAt"] is None
+    assert rep["rollout"]["phase"] == "RolledBack" and rep["lease"]["digest"] == DIGEST
+    assert rep["conditions"][0]["lastTransitionTime"] == "2026-11-25T17:03:31Z"  # as stored
+    assert "## Rollback" not in md
+
+
 # --- the ConfigMap ---------------------------------------------------------------------------
 
 

@@ -5,6 +5,13 @@ cosigners), how risky it looked, how each tier's metrics compared with the thres
 decision with its time, how fast a rollback was, and the audit chain that backs it all
 (docs/report.md documents every field). Free texts and the decision list are capped here; the
 whole ConfigMap is fitted into its size limit by :mod:`calyx.domain.report.fit`.
+
+The Rollout's status is read once into :class:`~calyx.api.rollout.RolloutStatus`, the way the
+planner reads it (:func:`~calyx.domain.rollout_plan.load_status`: unknown fields ignored, a
+top-level field that does not validate read as absent), and its times are written as the
+operator records them (milliseconds). The conditions stay in their stored form, as in the
+planner. The report's own keys (docs/report.md) are spelled here; the spec and the Lease are
+read as stored, tolerantly, since the report is written whatever state they are in.
 """
 
 from __future__ import annotations
@@ -14,8 +21,18 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from pydantic import ValidationError
+
 from calyx.api.lease import DEFAULT_MAX_INITIAL_WEIGHT, DEFAULT_REQUIRE_ANALYSIS
-from calyx.api.rollout import DEFAULT_ON_BREACH
+from calyx.api.rollout import (
+    DEFAULT_ON_BREACH,
+    AnalysisStatus,
+    MetricSample,
+    Risk,
+    RollbackStatus,
+    RolloutStatus,
+    TierStatus,
+)
 from calyx.domain import audit
 from calyx.domain.analysis import AnalysisError, parse_analysis
 from calyx.domain.report.common import (
@@ -29,7 +46,8 @@ from calyx.domain.report.common import (
 )
 from calyx.domain.report.markdown import render_markdown
 from calyx.domain.risk import recommended_tiers
-from calyx.domain.timefmt import format_time_ms, parse_stamp
+from calyx.domain.rollout_plan import load_status
+from calyx.domain.timefmt import format_time_ms
 
 __all__ = [
     "MAX_DECISIONS",
@@ -76,7 +94,8 @@ def _report(
 ) -> dict[str, Any]:
     meta = as_map(rollout.get("metadata"))
     spec = as_map(rollout.get("spec"))
-    status = as_map(rollout.get("status"))
+    stored = as_map(rollout.get("status"))
+    status = _load_status(stored)
     omissions: list[str] = []
 
     thresholds = _thresholds(spec)
@@ -99,39 +118,30 @@ def _report(
             "name": str(meta.get("name") or ""),
             "uid": str(meta.get("uid") or ""),
             "generation": meta.get("generation"),
-            "phase": status.get("phase") or "Pending",
-            "message": clip(str(status.get("message") or "")),
+            "phase": status.phase or "Pending",
+            "message": clip(status.message or ""),
         },
-        "target": as_map(status.get("target")) or None,
+        "target": (
+            {"kind": status.target.kind, "name": status.target.name} if status.target else None
+        ),
         "change": [
-            {"name": str(c.get("name")), "image": str(c.get("image"))}
-            for c in as_list(as_map(status.get("change")).get("containers"))
-            if isinstance(c, Mapping)
+            {"name": c.name, "image": c.image}
+            for c in (status.change.containers if status.change else [])
         ],
         "lease": _lease(spec, status, lease),
-        "risk": _risk(status.get("risk")),
+        "risk": _risk(status.risk),
         "analysis": thresholds,
         "tiersSource": source,
         "tiers": tiers,
-        "currentTier": status.get("currentTier"),
+        "currentTier": status.current_tier,
         "replicas": {
-            "stable": status.get("stableReplicas"),
-            "canary": status.get("canaryReplicas"),
-            "effectivePercent": status.get("effectivePercent"),
+            "stable": status.stable_replicas,
+            "canary": status.canary_replicas,
+            "effectivePercent": status.effective_percent,
         },
-        "lastAnalysis": _last_analysis(status.get("lastAnalysis")),
-        "rollback": _rollback(status.get("rollback")),
-        "conditions": [
-            {
-                "type": str(c.get("type")),
-                "status": str(c.get("status")),
-                "reason": str(c.get("reason") or ""),
-                "message": clip(str(c.get("message") or "")),
-                "lastTransitionTime": c.get("lastTransitionTime"),
-            }
-            for c in as_list(status.get("conditions"))
-            if isinstance(c, Mapping)
-        ],
+        "lastAnalysis": _last_analysis(status.last_analysis),
+        "rollback": _rollback(status.rollback),
+        "conditions": _conditions(stored),
         "decisions": decisions,
         "audit": audit_section(chain, kept),
         "omissions": omissions,
@@ -140,11 +150,42 @@ def _report(
     return safe
 
 
+def _load_status(stored: Mapping[str, Any]) -> RolloutStatus:
+    """The Rollout's status read once, as the planner reads it (:func:`load_status`: unknown
+    fields ignored, a top-level field that does not validate read as absent); a status that
+    cannot be read at all is reported as empty, since a report must always be written."""
+    try:
+        return load_status(stored)
+    except ValidationError:
+        return RolloutStatus()
+
+
+def _conditions(stored: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The conditions, read in their stored (wire) form as the planner keeps them
+    (``rollout_plan.WIRE_KEYS``)."""
+    return [
+        {
+            "type": str(c.get("type")),
+            "status": str(c.get("status")),
+            "reason": str(c.get("reason") or ""),
+            "message": clip(str(c.get("message") or "")),
+            "lastTransitionTime": c.get("lastTransitionTime"),
+        }
+        for c in as_list(stored.get("conditions"))
+        if isinstance(c, Mapping)
+    ]
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    """A status time as the operator records it (milliseconds, ``Z``)."""
+    return format_time_ms(value) if value is not None else None
+
+
 def _lease(
-    spec: Mapping[str, Any], status: Mapping[str, Any], lease: Mapping[str, Any] | None
+    spec: Mapping[str, Any], status: RolloutStatus, lease: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     name = str(as_map(spec.get("leaseRef")).get("name") or "")
-    verified = status.get("leaseDigest")
+    verified = status.lease_digest
     out: dict[str, Any] = {"name": name, "found": lease is not None, "digest": verified}
     if lease is None:
         return out
@@ -184,20 +225,15 @@ def _lease(
     return out
 
 
-def _risk(raw: Any) -> dict[str, Any] | None:
-    if not isinstance(raw, Mapping):
+def _risk(risk: Risk | None) -> dict[str, Any] | None:
+    if risk is None:
         return None
     return {
-        "score": raw.get("score"),
-        "level": raw.get("level"),
+        "score": risk.score,
+        "level": risk.level,
         "factors": [
-            {
-                "name": str(f.get("name") or ""),
-                "points": f.get("points"),
-                "detail": clip(str(f.get("detail") or "")),
-            }
-            for f in as_list(raw.get("factors"))
-            if isinstance(f, Mapping)
+            {"name": f.name, "points": f.points, "detail": clip(f.detail)}
+            for f in risk.factors or []
         ],
     }
 
@@ -229,119 +265,104 @@ def _thresholds(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tiers(
-    spec: Mapping[str, Any], status: Mapping[str, Any], thresholds: Mapping[str, Any]
+    spec: Mapping[str, Any], status: RolloutStatus, thresholds: Mapping[str, Any]
 ) -> tuple[list[dict[str, Any]], str]:
     planned: Sequence[Mapping[str, Any]] = [
         t for t in as_list(spec.get("tiers")) if isinstance(t, Mapping)
     ]
     source = "spec"
     if not planned:
-        level = as_map(status.get("risk")).get("level")
-        source = "risk" if isinstance(level, str) else "default"
-        planned = recommended_tiers(level if isinstance(level, str) else _DEFAULT_TIERS_LEVEL)
-    observed = [t for t in as_list(status.get("tiers")) if isinstance(t, Mapping)]
-    if observed and [t.get("weight") for t in observed] != [t.get("weight") for t in planned]:
+        level = status.risk.level if status.risk is not None else None
+        source = "risk" if level is not None else "default"
+        planned = recommended_tiers(level or _DEFAULT_TIERS_LEVEL)
+    # (weight, soakSeconds, approval) as planned: spec tiers (or the recommendation) as written.
+    rows = [(t.get("weight"), t.get("soakSeconds", 0), t.get("approval", "Auto")) for t in planned]
+    observed = status.tiers or []
+    if observed and [t.weight for t in observed] != [w for w, _, _ in rows]:
         source = "status"  # status is what actually ran
-        planned = observed
+        rows = [(t.weight, 0, "Auto") for t in observed]
     texts = {m["name"]: m["threshold"] for m in thresholds.get("metrics", [])}
     out = []
-    for i, plan in enumerate(planned):
-        seen: Mapping[str, Any] = observed[i] if i < len(observed) else {}
-        metrics = []
-        for name, sample in sorted(as_map(seen.get("metrics")).items()):
-            sample = as_map(sample)
-            threshold = sample.get("threshold")
-            metrics.append(
-                {
-                    "name": str(name),
-                    "canary": sample.get("canary"),
-                    "baseline": sample.get("baseline"),
-                    "threshold": threshold if threshold is not None else texts.get(name),
-                    "verdict": sample.get("verdict"),
-                }
-            )
+    for i, (weight, soak, approval) in enumerate(rows):
+        seen = observed[i] if i < len(observed) else None
         out.append(
             {
                 "index": i,
-                "weight": plan.get("weight"),
-                "soakSeconds": plan.get("soakSeconds", 0),
-                "approval": plan.get("approval", "Auto"),
-                "startedAt": seen.get("startedAt"),
-                "completedAt": seen.get("completedAt"),
-                "result": seen.get("result") or _unrecorded_result(seen, status),
-                "approvedBy": seen.get("approvedBy"),
-                "metrics": metrics,
+                "weight": weight,
+                "soakSeconds": soak,
+                "approval": approval,
+                "startedAt": _time(seen.started_at) if seen else None,
+                "completedAt": _time(seen.completed_at) if seen else None,
+                "result": (seen.result if seen else None) or _unrecorded_result(seen, status),
+                "approvedBy": seen.approved_by if seen else None,
+                "metrics": _samples(seen.metrics if seen else None, texts),
             }
         )
     return out, source
 
 
-def _unrecorded_result(tier: Mapping[str, Any], status: Mapping[str, Any]) -> str:
+def _samples(
+    samples: Mapping[str, MetricSample] | None, texts: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Metric values by name; a sample without its threshold text takes the spec's (``texts``)."""
+    return [
+        {
+            "name": name,
+            "canary": sample.canary,
+            "baseline": sample.baseline,
+            "threshold": (
+                sample.threshold
+                if sample.threshold is not None or texts is None
+                else texts.get(name)
+            ),
+            "verdict": sample.verdict,
+        }
+        for name, sample in sorted((samples or {}).items(), key=lambda item: item[0])
+    ]
+
+
+def _unrecorded_result(tier: TierStatus | None, status: RolloutStatus) -> str:
     """A tier without a recorded result: started ones end the way the rollout ended."""
-    if not tier.get("startedAt"):
+    if tier is None or tier.started_at is None:
         return "Pending"
     return {"RollingBack": "RolledBack", "RolledBack": "RolledBack", "Failed": "Failed"}.get(
-        str(status.get("phase")), "Running"
+        str(status.phase), "Running"
     )
 
 
-def _last_analysis(raw: Any) -> dict[str, Any] | None:
-    if not isinstance(raw, Mapping):
+def _last_analysis(analysis: AnalysisStatus | None) -> dict[str, Any] | None:
+    if analysis is None:
         return None
-    values = []
-    for name, sample in sorted(as_map(raw.get("values")).items()):
-        sample = as_map(sample)
-        values.append(
-            {
-                "name": str(name),
-                "canary": sample.get("canary"),
-                "baseline": sample.get("baseline"),
-                "threshold": sample.get("threshold"),
-                "verdict": sample.get("verdict"),
-            }
-        )
     return {
-        "time": raw.get("time"),
-        "verdict": raw.get("verdict"),
-        "reason": clip(str(raw.get("reason") or raw.get("message") or "")),
-        "values": values,
+        "time": _time(analysis.time),
+        "verdict": analysis.verdict,
+        "reason": clip(analysis.reason),
+        "values": _samples(analysis.values),
     }
 
 
-_ROLLBACK_FIELDS: Final = (
-    "trigger",
-    "reason",
-    "breachAt",
-    "detectedAt",
-    "revertedAt",
-    "verifiedAt",
-    "detectSeconds",
-    "revertSeconds",
-)
-
-
-def _rollback(raw: Any) -> dict[str, Any] | None:
-    if not isinstance(raw, Mapping):
+def _rollback(rollback: RollbackStatus | None) -> dict[str, Any] | None:
+    if rollback is None:
         return None
-    out = {k: raw.get(k) for k in _ROLLBACK_FIELDS}
-    out["reason"] = clip(str(out["reason"] or ""))
-    total = _seconds_between(raw.get("breachAt") or raw.get("detectedAt"), raw.get("verifiedAt"))
-    out["totalSeconds"] = total
-    return out
+    return {
+        "trigger": rollback.trigger,
+        "reason": clip(rollback.reason),
+        "breachAt": _time(rollback.breach_at),
+        "detectedAt": _time(rollback.detected_at),
+        "revertedAt": _time(rollback.reverted_at),
+        "verifiedAt": _time(rollback.verified_at),
+        "detectSeconds": rollback.detect_seconds,
+        "revertSeconds": rollback.revert_seconds,
+        "totalSeconds": _seconds_between(
+            rollback.breach_at or rollback.detected_at, rollback.verified_at
+        ),
+    }
 
 
-def _seconds_between(start: Any, end: Any) -> float | None:
-    try:
-        a, b = _parse(start), _parse(end)
-    except ValueError:
+def _seconds_between(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    if start is None or end is None:
         return None
-    if a is None or b is None:
-        return None
-    return round(max(0.0, (b - a).total_seconds()), 3)
-
-
-def _parse(value: Any) -> dt.datetime | None:
-    return parse_stamp(value) if isinstance(value, str) else None
+    return round(max(0.0, (end - start).total_seconds()), 3)
 
 
 def audit_section(chain: Sequence[Mapping[str, Any]], kept: audit.Tail) -> dict[str, Any]:

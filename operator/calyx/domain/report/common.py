@@ -1,5 +1,6 @@
 """What the report's parts share: its ConfigMap keys, the audit tail's default bounds, and the
-tolerant readers every section uses (status and Lease fields may be missing or malformed).
+tolerant readers for what is read as stored (spec, Lease and condition fields may be missing
+or malformed; the Rollout's status is read through its typed model).
 """
 
 from __future__ import annotations
