@@ -2,6 +2,10 @@
 
 Events are written with the core/v1 API (what ``kubectl describe`` and ``kubectl events`` show),
 synchronously, so a caller knows the Event exists before it records the transition as done.
+
+Outbox entries pass the rate limit first (docs/audit.md, "Rate limits"): a repeatable warning
+about user-controlled input is not posted once its object's or namespace's bucket is empty. The
+caller has written the entry's audit record already and clears the entry either way.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from calyx.adapters.event_limiter import EventLimiter
 from calyx.adapters.kube_api import KubeApi
 from calyx.domain.outbox import event_name
 from calyx.domain.timefmt import format_k8s_time
@@ -25,14 +30,21 @@ COMPONENT = "calyx-operator"
 class EventRecorder:
     """Posts Events about Calyx objects; failures are logged, never fatal (Events are lossy)."""
 
-    def __init__(self, kube: KubeApi, instance: str = COMPONENT) -> None:
+    def __init__(
+        self, kube: KubeApi, instance: str = COMPONENT, limiter: EventLimiter | None = None
+    ) -> None:
         """``instance`` is the replica (its leader-election identity), so ``kubectl events``
-        shows which replica made each decision."""
+        shows which replica made each decision. ``limiter``: the rate limits (a fresh one
+        with the defaults unless given)."""
         self.kube = kube
         self.instance = instance
+        self.limiter = limiter if limiter is not None else EventLimiter()
 
-    def emit_entry(self, obj: Mapping[str, Any], entry: Mapping[str, Any]) -> None:
-        """Post an outbox entry's Event under its fixed name (docs/audit.md, "Outbox")."""
+    def emit_entry(self, obj: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+        """Post an outbox entry's Event under its fixed name (docs/audit.md, "Outbox"), unless
+        the rate limit suppresses it; False when suppressed."""
+        if not self.limiter.allow(obj, str(entry["reason"])):
+            return False
         name = str((obj.get("metadata") or {}).get("name"))
         self.emit(
             obj,
@@ -41,6 +53,7 @@ class EventRecorder:
             str(entry["message"]),
             name=event_name(name, entry),
         )
+        return True
 
     def emit(
         self,

@@ -25,6 +25,7 @@ from calyx.api.lease import LeasePhase
 from calyx.api.rollout import RollbackTrigger, RolloutPhase
 from calyx.domain.analysis import QueryOutcome
 from calyx.domain.kstatus import RECONCILING, summary_for
+from calyx.domain.ratelimit import LIMITED_REASONS
 from calyx.domain.timefmt import parse_time
 
 __all__ = [
@@ -84,6 +85,12 @@ class OperatorMetrics:
             ["result"],
             registry=r,
         )
+        self.events_suppressed = Counter(
+            "calyx_events_suppressed",
+            "Events not posted by the rate limit (their audit records were written), by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "calyx_leader",
             "1 on the replica that holds the leader Lease and may write, 0 on a standby.",
@@ -95,6 +102,8 @@ class OperatorMetrics:
         # PromQL's increase() sees (a series born at 1 has no earlier sample to compare with).
         for trigger in get_args(RollbackTrigger):
             self.rollbacks.labels(trigger=trigger)
+        for reason in sorted(LIMITED_REASONS):
+            self.events_suppressed.labels(reason=reason)
 
     def set_rollouts_by_phase(self, counts: Mapping[str, int]) -> None:
         """Publish a full count per phase; phases not in ``counts`` are set to 0.
@@ -120,6 +129,10 @@ class OperatorMetrics:
     def record_signature(self, result: str) -> None:
         """Count one signature verification, e.g. ``valid``, ``invalid``, ``unknown-signer``."""
         self.signature_verifications.labels(result=result).inc()
+
+    def record_event_suppressed(self, reason: str) -> None:
+        """Count one Event the rate limit did not post (docs/audit.md, "Rate limits")."""
+        self.events_suppressed.labels(reason=reason).inc()
 
     def export_objects(self, source: ObjectSource) -> ObjectStateCollector:
         """Also serve the kube-state-style series of :class:`ObjectStateCollector`, read from
