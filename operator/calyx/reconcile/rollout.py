@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
+from calyx.adapters.audit_log import write_record
 from calyx.adapters.events import EventRecorder
 from calyx.adapters.failure_log import FailureLog, is_transient
 from calyx.adapters.kube import LEASES, ROLLOUTS, error_message, is_not_found
@@ -25,7 +26,6 @@ from calyx.adapters.metrics import METRICS
 from calyx.api.errors import InvalidSpecError
 from calyx.api.lease import parse_lease_spec
 from calyx.api.rollout import parse_rollout_spec
-from calyx.domain import audit
 from calyx.domain.canary import (
     CLAIM_ANNOTATION,
     ROLLOUT_LABEL,
@@ -414,7 +414,7 @@ def announce(
         recorded = not is_transient(exc)
         if recorded:
             for record in audit_records([], entries, rollout):
-                print(audit.log_line(record), flush=True)
+                write_record(record)
     else:
         FAILURES.ok(f"report/{ns}/{name}", f"writing the report of {ns}/{name}")
     for entry in entries:
