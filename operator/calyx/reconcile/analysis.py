@@ -82,7 +82,7 @@ class AnalysisRunner:
         """The rollout sweep's period: the configured tick, shorter while some Rollout analyses
         at a short interval — a quarter of it, not below :data:`MIN_TICK_SECONDS` — so that
         a 1 s interval is evaluated within a quarter second of its scrape landing without a
-        fast tick for everybody (docs/architecture.md, "Timer")."""
+        fast tick for everybody (docs/architecture.md, "Reconciliation")."""
         return min(self.max_tick, max(MIN_TICK_SECONDS, self._shortest_interval / 4))
 
     @property
