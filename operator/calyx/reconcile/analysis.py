@@ -69,11 +69,12 @@ class AnalysisRunner:
         self.timeout = timeout_seconds
         self._clients: dict[str, PrometheusClient] = {}
         self._lock = threading.Lock()
-        # (url, window, metric) -> part -> namespace -> that namespace's pods: a Rollout's share
-        # is found without scanning every pod of the batch (that was quadratic in Rollouts).
-        self._batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
-        self._batch_namespaces: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
-        self._batch_at: dt.datetime | None = None
+        # (url, window, metric) -> namespace -> (fetched at, part -> that namespace's pods): a
+        # Rollout's share is found without scanning every pod of the batch (that was quadratic
+        # in Rollouts), and each namespace's share carries its own fetch time.
+        self._batch: dict[
+            tuple[str, int, BuiltinMetric], dict[str, tuple[dt.datetime, dict[str, PodVector]]]
+        ] = {}
         self.max_tick = tick_seconds
         self._shortest_interval = math.inf  # of the Rollouts the last sweep analysed
         self._settings: dict[tuple[str, Any], AnalysisSettings | None] = {}
@@ -90,19 +91,6 @@ class AnalysisRunner:
         """A due check may run up to half a timer tick early: ticks are discrete, and waiting
         for the next one would stretch every interval by a tick."""
         return self.tick_seconds() / 2
-
-    def _due(
-        self,
-        status: Mapping[str, Any],
-        settings: AnalysisSettings,
-        now: dt.datetime,
-        url: str | None = None,
-    ) -> bool:
-        """Due at the scrape landing one interval after the one the last evaluation saw
-        (docs/analysis.md, "Scrape-aligned"); on a free-running clock when Prometheus's targets
-        are unknown."""
-        when = self._due_time(status, settings, url)
-        return when is None or now >= when
 
     def _due_time(
         self, status: Mapping[str, Any], settings: AnalysisSettings, url: str | None
@@ -159,7 +147,6 @@ class AnalysisRunner:
         ``only`` (``namespace/name``) limits the batch to the Rollouts this sweep will run; the
         shortest analysed interval (the timer's tick) is taken over all of ``bodies``."""
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
-        any_due = False
         shortest = float(self.timeout) * 2
         analysed = math.inf
         for body in bodies:
@@ -174,22 +161,21 @@ class AnalysisRunner:
             meta = body["metadata"]
             if only is not None and f"{meta['namespace']}/{meta['name']}" not in only:
                 continue
-            # The namespaces of Rollouts due now or within the next two timer ticks go into
-            # the groups (a pass that runs a little later finds its share too); one due Rollout
-            # is enough to query. Not every analysed Rollout's: at 1,000 Rollouts the grouped
-            # answers for all of them, every tick, were a fifth of the operator's CPU (JSON).
+            # Only the namespaces of Rollouts due now go into the groups: a batch fetched
+            # before a Rollout's landing cannot serve it (its data would be older than the
+            # landing it is due at), and at 1,000 Rollouts the grouped answers for all of
+            # them, every tick, were a fifth of the operator's CPU (JSON).
             url = settings.prometheus_url or self.default_url
             when = self._due_time(status, settings, url)
-            any_due = any_due or when is None or now >= when
-            shortest = min(shortest, float(settings.interval_seconds))
-            if when is not None and when > now + dt.timedelta(seconds=4 * self.tolerance):
+            if when is not None and when > now:
                 continue
+            shortest = min(shortest, float(settings.interval_seconds))
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)
                     groups.setdefault(key, set()).add(body["metadata"]["namespace"])
         self._shortest_interval = analysed
-        if not any_due:
+        if not groups:
             return
         batch: dict[tuple[str, int, BuiltinMetric], dict[str, dict[str, PodVector]]] = {}
         parts_wanted: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
@@ -221,29 +207,44 @@ class AnalysisRunner:
                 by_namespace.setdefault(ns, {})[(ns, pod)] = value
             batch.setdefault((url, window, metric), {})[part] = dict(by_namespace)
         complete = {k: v for k, v in batch.items() if set(v) == parts_wanted[k]}
+        oldest = now - dt.timedelta(seconds=BATCH_MAX_AGE_SECONDS)
         with self._lock:
-            self._batch = complete
-            self._batch_namespaces = {k: groups[k] for k in complete}
-            self._batch_at = now
+            # Merged per namespace, not replaced: a pass queued by this sweep may run after
+            # the next sweep's fetch, which covers other Rollouts (with a new batch replacing
+            # the old, 1,000 Rollouts fell back to their own queries: 719 per interval).
+            for key, parts in complete.items():
+                held = self._batch.setdefault(key, {})
+                for ns in groups[key]:
+                    held[ns] = (now, {part: pods.get(ns, {}) for part, pods in parts.items()})
+            for held in self._batch.values():
+                for ns in [ns for ns, (at, _) in held.items() if at < oldest]:
+                    del held[ns]
 
     def _batched(
-        self, url: str, window: int, metric: Any, namespace: str, target: str, now: dt.datetime
+        self,
+        url: str,
+        window: int,
+        metric: Any,
+        namespace: str,
+        target: str,
+        now: dt.datetime,
+        not_before: dt.datetime | None,
     ) -> MetricSamples | None:
-        """This tick's batched samples for one metric, or None to query it on its own."""
+        """The batched samples for one metric, or None to query it on its own: only from a
+        fetch made at or after the landing this evaluation is due at (``not_before``) and
+        younger than :data:`BATCH_MAX_AGE_SECONDS`."""
         if metric.query is not None or metric.kind not in BUILTIN_METRICS:
             return None
-        key = (url, window, metric.kind)
         with self._lock:
-            parts = self._batch.get(key)
-            covered = namespace in self._batch_namespaces.get(key, ())
-            fresh = (
-                self._batch_at is not None
-                and abs((now - self._batch_at).total_seconds()) < BATCH_MAX_AGE_SECONDS
-            )
-        if parts is None or not covered or not fresh:
+            entry = self._batch.get((url, window, metric.kind), {}).get(namespace)
+        if entry is None:
+            return None
+        fetched, mine = entry
+        if abs((now - fetched).total_seconds()) >= BATCH_MAX_AGE_SECONDS:
+            return None
+        if not_before is not None and fetched < not_before:
             return None
         kind = cast(BuiltinMetric, metric.kind)
-        mine = {part: pods.get(namespace, {}) for part, pods in parts.items()}
         return MetricSamples(
             canary=combine(kind, mine, namespace, target, "canary"),
             baseline=combine(kind, mine, namespace, target, "baseline"),
@@ -304,7 +305,8 @@ class AnalysisRunner:
         settings = settings_from_spec(o.spec.analysis, o.spec.on_breach)
         last = status.get("lastAnalysis") or {}
         url = settings.prometheus_url or self.default_url
-        if not self._due(status, settings, o.now, url):
+        due = self._due_time(status, settings, url)
+        if due is not None and o.now < due:
             return None
         meta = o.rollout["metadata"]
         target = (status.get("target") or {}).get("name") or o.target["metadata"]["name"]
@@ -337,7 +339,7 @@ class AnalysisRunner:
         wanted: dict[tuple[str, str], str] = {}
         for q in queries:
             batched = self._batched(
-                url, settings.window_seconds, q.metric, meta["namespace"], target, o.now
+                url, settings.window_seconds, q.metric, meta["namespace"], target, o.now, due
             )
             # Only a batch that has data for every side is used: "no series" from a grouped
             # query is not trusted as NoData — the Rollout's own query decides that.

@@ -3,11 +3,13 @@ known before any write fails the Rollout, and a hung Prometheus is NoData on tim
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -284,3 +286,79 @@ def test_the_timer_ticks_faster_only_while_a_short_interval_is_analysed() -> Non
     assert runner.tick_seconds() == 0.25 and runner.tolerance == 0.125
     runner.prepare([], dt.datetime.now(dt.UTC))
     assert runner.tick_seconds() == 1.0, "back to the configured tick"
+
+
+def _due_rollout(ns: str, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "r", "namespace": ns, "uid": f"uid-{ns}", "generation": 1},
+        "spec": {
+            "leaseRef": {"name": "l"},
+            "analysis": {"intervalSeconds": 10, "errorRate": {}},
+        },
+        "status": {
+            "phase": "Progressing",
+            "target": {"name": "web"},
+            "lastAnalysis": {"time": stamp(now - dt.timedelta(seconds=11)), "verdict": "Pass"},
+        },
+    }
+
+
+def _per_rollout_queries(prom: FakePrometheus) -> list[str]:
+    queries = [params.get("query", "") for params in prom.seen]
+    return [q for q in queries if q and "by (namespace, pod)" not in q]
+
+
+def test_a_pass_queued_by_one_sweep_still_finds_its_batch_after_the_next() -> None:
+    """1,000 Rollouts: each sweep batches only the Rollouts it queues; the next sweep's fetch
+    replaced the whole batch, so passes still queued from the previous sweep found nothing and
+    queried on their own (719 queries per interval instead of ~30)."""
+    series = [
+        ({"namespace": ns, "pod": pod}, "1")
+        for ns in ("a", "b")
+        for pod in ("web-canary-6d4f8-bcdfg", "web-7c9d5-hjklm")
+    ]
+    prom = FakePrometheus()
+    prom.default = vec(*series)
+    try:
+        runner = AnalysisRunner(prom.url, timeout_seconds=2)
+        now = dt.datetime.now(dt.UTC)
+        a, b = _due_rollout("a", now), _due_rollout("b", now)
+        runner.prepare([a, b], now, only={"a/r"})
+        runner.prepare([a, b], now + dt.timedelta(seconds=0.5), only={"b/r"})
+        observed = Observed(
+            rollout=a,
+            now=now + dt.timedelta(seconds=0.6),
+            spec=parse_rollout_spec(a["spec"]),
+            target={"metadata": {"name": "web"}},
+        )
+        out = runner(observed)
+    finally:
+        prom.close()
+    assert out is not None and out.status["verdict"] != "NoData", out  # 1000 ‰: a value
+    assert _per_rollout_queries(prom) == [], "served from the first sweep's batch"
+
+
+def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
+    """A Rollout is evaluated on data at least as new as the landing it is due at."""
+    prom = FakePrometheus()
+    prom.default = vec(
+        ({"namespace": "a", "pod": "web-canary-6d4f8-bcdfg"}, "1"),
+        ({"namespace": "a", "pod": "web-7c9d5-hjklm"}, "1"),
+    )
+    try:
+        runner = AnalysisRunner(prom.url, timeout_seconds=2)
+        now = dt.datetime.now(dt.UTC)
+        a = _due_rollout("a", now)
+        runner.prepare([a], now, only={"a/r"})
+        later = copy.deepcopy(a)  # evaluated since; due again 10 s after that
+        later["status"]["lastAnalysis"]["time"] = stamp(now - dt.timedelta(seconds=9.5))
+        observed = Observed(
+            rollout=later,
+            now=now + dt.timedelta(seconds=1),
+            spec=parse_rollout_spec(a["spec"]),
+            target={"metadata": {"name": "web"}},
+        )
+        runner(observed)
+    finally:
+        prom.close()
+    assert _per_rollout_queries(prom), "the batch predates the due time: own queries"
