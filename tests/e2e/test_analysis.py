@@ -271,6 +271,10 @@ def test_invalid_query_fails_before_any_write(
     assert names in st["message"], st["message"]
     cond = next(c for c in st["conditions"] if c["type"] == "Progressing")
     assert cond["reason"] == "InvalidQuery"
+    # Posted from the outbox just after the status write (docs/audit.md): wait for it, then
+    # check it is there once.
+    wait_for("InvalidQuery Event", lambda: "InvalidQuery" in reasons(rig.kube, rig.ns, "r1"))
+    time.sleep(1)
     assert reasons(rig.kube, rig.ns, "r1").count("InvalidQuery") == 1
     assert deployment(rig.kube, rig.ns, "checkout-canary") is None
     assert rig.kube.get_configmap(rig.ns, "r1-snapshot") is None, "nothing written"
