@@ -93,6 +93,12 @@ def labels_key(metric: Mapping[str, str]) -> Labels:
     return tuple(sorted(metric.items()))
 
 
+def _timed_out(exc: requests.RequestException) -> bool:
+    """A timeout, whichever way ``requests`` reports it (a read timeout can surface as a
+    ``ConnectionError`` whose text says "timed out"): the server did not answer in time."""
+    return isinstance(exc, requests.Timeout) or "timed out" in str(exc)
+
+
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
@@ -190,8 +196,7 @@ class PrometheusClient:
         try:
             yield
         except (requests.Timeout, requests.ConnectionError) as exc:
-            timed_out = isinstance(exc, requests.Timeout) or "timed out" in str(exc)
-            answered = False if timed_out else None
+            answered = False if _timed_out(exc) else None
             raise
         finally:
             with self._outstanding_lock:
@@ -232,10 +237,8 @@ class PrometheusClient:
         try:
             with self._request():
                 return fn(), None, time.monotonic() - started
-        except requests.Timeout:
-            reason, detail = "timeout", f"{TIMED_OUT} {self.timeout_seconds:g}s"
-        except requests.ConnectionError as exc:
-            if "timed out" in str(exc):
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            if _timed_out(exc):
                 reason, detail = "timeout", f"{TIMED_OUT} {self.timeout_seconds:g}s"
                 return self._failed(reason, detail, started)
             found = _ERRNO.search(str(exc))
