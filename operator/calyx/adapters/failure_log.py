@@ -16,14 +16,14 @@ import threading
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from calyx.adapters.kube import error_message
+from calyx.adapters.kube import FencedError, error_message
 
 
 def is_transient(exc: BaseException) -> bool:
     """A fault of the environment, not of Calyx: worth one line, not a traceback."""
     if isinstance(exc, ApiException):
         return exc.status in (0, 408, 429) or exc.status >= 500
-    return isinstance(exc, (Urllib3Error, ConnectionError, TimeoutError))
+    return isinstance(exc, (Urllib3Error, ConnectionError, TimeoutError, FencedError))
 
 
 def summary(exc: BaseException) -> str:

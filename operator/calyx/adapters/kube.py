@@ -107,6 +107,23 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409
 
 
+def is_refusal(exc: BaseException) -> bool:
+    """The API server refused the request itself (a policy, a validation, a namespace being
+    deleted, an object gone): sending it again cannot succeed. Not a timeout (408), a conflict
+    (409, another writer: read again and retry) or throttling (429); and not a failure that
+    never reached a decision (unreachable, 5xx, this replica fenced)."""
+    return (
+        isinstance(exc, ApiException)
+        and 400 <= (exc.status or 0) < 500
+        and exc.status
+        not in (
+            408,
+            409,
+            429,
+        )
+    )
+
+
 def api_message(exc: ApiException) -> str:
     """The server's own one-line message (e.g. a CEL rule's text), not the HTTP dump."""
     import json

@@ -18,8 +18,8 @@ from typing import Any, assert_never
 
 from calyx.adapters.audit_log import write_record
 from calyx.adapters.events import EventRecorder
-from calyx.adapters.failure_log import FailureLog, is_transient
-from calyx.adapters.kube import LEASES, ROLLOUTS, error_message, is_not_found
+from calyx.adapters.failure_log import FailureLog
+from calyx.adapters.kube import LEASES, ROLLOUTS, error_message, is_not_found, is_refusal
 from calyx.adapters.kube_api import KubeApi
 from calyx.adapters.ledger_store import LedgerStore
 from calyx.adapters.metrics import METRICS
@@ -410,8 +410,10 @@ def announce(
         FAILURES.failed(f"report/{ns}/{name}", f"writing the report of {ns}/{name}", exc)
         # A refusal that retrying cannot cure (the namespace is terminating, a policy denies
         # it, the object is gone): the records still reach stdout, the independent copy, and
-        # the entries are cleared instead of being retried on every pass forever.
-        recorded = not is_transient(exc)
+        # the entries are cleared instead of being retried on every pass forever. Anything
+        # else (unreachable, a conflict storm, this replica fenced for a moment) keeps the
+        # entries for the next pass: clearing them lost a record from the report.
+        recorded = is_refusal(exc)
         if recorded:
             for record in audit_records([], entries, rollout):
                 write_record(record)

@@ -9,6 +9,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from calyx.adapters.failure_log import FailureLog, is_transient
+from calyx.adapters.kube import FencedError
 
 
 def unreachable() -> Exception:
@@ -45,6 +46,7 @@ def test_a_bug_keeps_its_traceback_once(caplog: pytest.LogCaptureFixture) -> Non
         (ApiException(status=409), False),
         (ApiException(status=403), False),
         (ValueError("x"), False),
+        (FencedError("PUT refused: leader lease expired"), True),  # a failover, not a bug
     ],
 )
 def test_what_counts_as_an_expected_fault(exc: Exception, transient: bool) -> None:
