@@ -30,6 +30,19 @@ from calyx_dev import build as _build
 from calyx_dev.controlplane import ClusterBase, ExternalCluster, LocalCluster
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "late: checks the session cluster over its whole life; runs after every other test",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``late`` tests last (stable order otherwise): a check that needs the cluster to have
+    run for minutes then finds it has, instead of waiting for it."""
+    items.sort(key=lambda item: "late" in item.keywords)
+
+
 def _mode() -> str:
     mode = os.environ.get("CALYX_TEST_CLUSTER", "local").strip().lower() or "local"
     if mode not in ("local", "external"):

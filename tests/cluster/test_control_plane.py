@@ -6,6 +6,7 @@ Run: ``.venv/bin/python -m pytest tests/cluster -m e2e``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import subprocess
@@ -496,42 +497,56 @@ def _ready_condition(node: dict) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.late
 def test_kwok_nodes_stay_ready_with_renewed_leases(kube_cluster, kube_namespace):
     """kwok renews the node Leases (--node-lease-duration-seconds), so the node lifecycle
     controller never marks a node NotReady: without the renewals every node flapped to
     NotReady ~55 s after its last status heartbeat (50 s grace + 5 s monitor period), and its
-    pods NotReady with it. Watched for 130 s: more than two such periods."""
+    pods NotReady with it, over and over.
+
+    Checked over the last 100 s of the cluster's life (more than one such period): no node's
+    Ready condition transitioned in that time, and each node Lease is renewed while we watch.
+    Marked ``late``, it runs after the rest of the suite and waits for nothing then; run alone
+    on a fresh cluster it waits until the cluster is 75 s old. Not "since the node came up":
+    the suite's 30 s API-server freeze may legitimately flap a node, long before this runs."""
     if kube_cluster.kind == "external":
         pytest.skip("checks the local control plane's kwok configuration")
     ns = kube_namespace
     kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment("steady", 3))
     wait_deployment(kube_cluster, ns, "steady", 3)
 
-    def snapshot() -> tuple[dict[str, str], dict[str, str]]:
+    def stamp(value: str) -> float:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+    def snapshot() -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+        """Per node (created, Ready since), and per node Lease its renewTime."""
         nodes = kube_cluster.kubectl_json("get", "nodes")["items"]
         leases = kube_cluster.kubectl_json("get", "-n", "kube-node-lease", "leases")["items"]
         ready = {}
         for n in nodes:
             cond = _ready_condition(n)
             assert cond["status"] == "True", (n["metadata"]["name"], cond)
-            ready[n["metadata"]["name"]] = cond["lastTransitionTime"]
+            created = stamp(n["metadata"]["creationTimestamp"])
+            ready[n["metadata"]["name"]] = (created, stamp(cond["lastTransitionTime"]))
         renew = {lease["metadata"]["name"]: lease["spec"]["renewTime"] for lease in leases}
         return ready, renew
 
-    ready0, renew0 = snapshot()
-    assert set(ready0) == {f"kwok-node-{i}" for i in range(3)}
-    assert set(renew0) >= set(ready0), f"no node Lease for {set(ready0) - set(renew0)}"
-    renewals: dict[str, set[str]] = {n: {renew0[n]} for n in ready0}
+    ready, renew0 = snapshot()
+    assert set(ready) == {f"kwok-node-{i}" for i in range(3)}
+    assert set(renew0) >= set(ready), f"no node Lease for {set(ready) - set(renew0)}"
+    youngest = max(created for created, _ in ready.values())
+    time.sleep(max(0.0, youngest + 75 - time.time()))
+    renewals: dict[str, set[str]] = {n: {renew0[n]} for n in ready}
     start = time.monotonic()
-    while time.monotonic() - start < 130:
+    while time.monotonic() - start < 25:  # renewed every 10 s (40 s / 4)
         time.sleep(5)
-        ready, renew = snapshot()
-        # never NotReady, not even briefly: the Ready condition has not transitioned since
-        assert ready == ready0, f"a node's Ready condition changed: {ready0} -> {ready}"
-        for node in ready0:
+        now_ready, renew = snapshot()
+        for node, (created, since) in now_ready.items():
+            quiet_since = max(created + 30, time.time() - 100)  # up for 30 s, then no change
+            ago = time.time() - since
+            assert since <= quiet_since, f"{node}'s Ready condition changed {ago:.0f} s ago"
             renewals[node].add(renew[node])
         dep = kube_cluster.kubectl_json("get", "-n", ns, "deployment", "steady")
         assert dep["status"].get("readyReplicas") == 3, dep["status"]
-    # renewed every 10 s (40 s / 4): 13 renewals in 130 s; at least 6 even on a loaded box
     for node, seen in renewals.items():
-        assert len(seen) >= 6, (node, sorted(seen))
+        assert len(seen) >= 2, (node, sorted(seen))
