@@ -27,8 +27,9 @@ measures for ``--measure`` seconds:
   waits for under load.
 
 ``--py-spy SECONDS`` records a profile of the operator during the last step (py-spy from PyPI);
-``--no-watch-cache`` runs the operator with ``CALYX_WATCH_CACHE=false`` (GET per read, no skipped
-passes) for comparison.
+``--mem-census`` asks the operator for a memory census at the end (calyx_dev/memcensus.py: live
+objects per type, the deep size of each watch-cache store); ``--no-watch-cache`` runs the
+operator with ``CALYX_WATCH_CACHE=false`` (GET per read, no skipped passes) for comparison.
 
 Run: ``.venv/bin/python bench/scale.py [--rollouts 1000] [--steps 100,250] [--interval 10]``.
 """
@@ -39,7 +40,9 @@ import argparse
 import itertools
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -55,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # cal
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 
 from calyx.domain.tiers import canary_replicas
+from calyx_dev.operator_process import MEMCENSUS_ENV
 from common import (
     Env,
     ProcSampler,
@@ -426,6 +430,27 @@ def profile(pid: int, seconds: float, out: Path) -> str:
     return f"profile (py-spy raw, collapsed stacks): {raw}"
 
 
+def take_census(pid: int, path: Path, timeout: float = 300) -> str:
+    """Ask the operator for its memory census (calyx_dev/memcensus.py) and summarise it."""
+    path.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return f"no memory census in {timeout:.0f} s"
+        time.sleep(1)
+    data = json.loads(path.read_text())
+    mb = 2**20
+    lines = [f"memory census ({path}): {data['gc_objects']} objects tracked by gc"]
+    lines += [f"  store {k}: {v['items']} objects, {v['bytes'] / mb:.1f} MB"
+              for k, v in data["stores"].items()]  # fmt: skip
+    lines += [f"  type {t['type']}: {t['count']} objects, {t['shallow_bytes'] / mb:.1f} MB"
+              for t in data["types"][:12]]  # fmt: skip
+    lines += [f"  holder {h['holder']}: {h['deep_bytes'] / mb:.1f} MB"
+              for h in data["holders"][:12]]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rollouts", type=int, default=1000, help="final number of Rollouts")
@@ -437,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probes", type=int, default=5, help="Rollouts paused/resumed per step")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--py-spy", type=float, default=0, help="profile seconds at the last step")
+    p.add_argument(
+        "--mem-census", action="store_true", help="memory census of the operator at the end"
+    )
     p.add_argument("--no-watch-cache", action="store_true", help="operator without its caches")
     p.add_argument(
         "--operator-env", action="append", default=[], help="KEY=VALUE for the operator process"
@@ -452,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     nodes = max(3, math.ceil(pods / PODS_PER_NODE))
     op_env = {"CALYX_WATCH_CACHE": "false"} if args.no_watch_cache else {}
     op_env |= dict(kv.split("=", 1) for kv in args.operator_env)
+    census_path = (args.json or Path("scale")).with_suffix(".census.json")
+    if args.mem_census:
+        op_env[MEMCENSUS_ENV] = str(census_path.resolve())
     print(f"{pods} pods at {args.rollouts} Rollouts: {nodes} kwok nodes")
     spied = ""
     with Env(operator_env=op_env, nodes=nodes) as env:
@@ -469,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                 out = (args.json or Path("scale")).with_suffix(".pyspy")
                 spied = profile(sc.pid, args.py_spy, out)
                 print(spied, flush=True)
+            if args.mem_census:
+                print(take_census(sc.pid, census_path), flush=True)
             alive = env.op is not None and env.op.alive()
         finally:
             sc.close()

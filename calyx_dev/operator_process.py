@@ -21,6 +21,8 @@ OPERATOR_NS = "calyx-system"
 # when a test asks for one, from the source checkout this file lives in (docs/testing.md).
 FAULT_ENV = "CALYX_FAULT_EXIT_AFTER"
 FAULT_MODULE = "tests.support.faults"
+MEMCENSUS_ENV = "CALYX_DEV_MEMCENSUS"  # a file: a memory census is written there on SIGUSR2
+MEMCENSUS_MODULE = "calyx_dev.memcensus"
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
@@ -79,8 +81,11 @@ class OperatorProcess:
             **self.extra_env,
         }
         modules = ["-m", "calyx.handlers.operator"]
-        if env.get(FAULT_ENV):
-            modules += ["-m", FAULT_MODULE]
+        dev_modules = ((FAULT_ENV, FAULT_MODULE), (MEMCENSUS_ENV, MEMCENSUS_MODULE))
+        extra = [module for var, module in dev_modules if env.get(var)]
+        for module in extra:
+            modules += ["-m", module]
+        if extra:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(CHECKOUT), env.get("PYTHONPATH")) if p
             )
