@@ -26,8 +26,14 @@ from typing import Any
 ENV = "CALYX_DEV_MEMCENSUS"
 
 
+def _ours(obj: Any) -> bool:
+    """An instance of a Calyx or Kopf class: its attributes are what it holds."""
+    return str(type(obj).__module__).startswith(("calyx.", "kopf."))
+
+
 def deep_size(root: Any, seen: set[int] | None = None) -> int:
-    """Bytes of ``root`` and of every dict, list, tuple, set and string it reaches."""
+    """Bytes of ``root`` and of every dict, list, tuple, set, string and Calyx or Kopf object
+    it reaches."""
     seen = set() if seen is None else seen
     total = 0
     stack = [root]
@@ -42,10 +48,8 @@ def deep_size(root: Any, seen: set[int] | None = None) -> int:
             stack.extend(obj.values())
         elif isinstance(obj, (list, tuple, set, frozenset)):
             stack.extend(obj)
-        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
-            stack.append(vars(obj))
-        elif hasattr(obj, "__slots__"):
-            stack.extend(getattr(obj, s) for s in obj.__slots__ if hasattr(obj, s))
+        elif _ours(obj) and hasattr(obj, "__dict__"):
+            stack.append(vars(obj))  # not modules, functions or classes: their whole world
     return total
 
 
@@ -60,7 +64,7 @@ def census() -> dict[str, Any]:
         name = f"{t.__module__}.{t.__qualname__}"
         counts[name] += 1
         sizes[name] += sys.getsizeof(obj)
-        if t.__module__.startswith("calyx.") and hasattr(obj, "__dict__"):
+        if str(t.__module__).startswith("calyx.") and hasattr(obj, "__dict__"):
             holders.append((f"{name}@{id(obj):x}", deep_size(obj)))
     stores = {}
     for obj in objects:
