@@ -147,8 +147,10 @@ class AnalysisRunner:
         ``only`` (``namespace/name``) limits the batch to the Rollouts this sweep will run; the
         shortest analysed interval (the timer's tick) is taken over all of ``bodies``."""
         groups: dict[tuple[str, int, BuiltinMetric], set[str]] = {}
-        shortest = float(self.timeout) * 2
+        # Two minima, on purpose: over every analysed Rollout (the timer's tick follows it) and
+        # over those due in this batch (how long the batch may wait for Prometheus).
         analysed = math.inf
+        shortest_due = float(self.timeout) * 2
         for body in bodies:
             status = body.get("status") or {}
             target = (status.get("target") or {}).get("name")
@@ -169,7 +171,7 @@ class AnalysisRunner:
             when = self._due_time(status, settings, url)
             if when is not None and when > now:
                 continue
-            shortest = min(shortest, float(settings.interval_seconds))
+            shortest_due = min(shortest_due, float(settings.interval_seconds))
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)
@@ -182,7 +184,7 @@ class AnalysisRunner:
         futures = {}
         # The batch is an accelerator: a hung Prometheus must not hold up the sweep for a full
         # timeout before every Rollout's own (deadline-bounded) queries even start.
-        wait = min(self.timeout, shortest / 2)
+        wait = min(self.timeout, shortest_due / 2)
         for (url, window, metric), namespaces in groups.items():
             client = self.client(url)
             if client.unanswered_since(older_than_seconds=wait) is not None:
