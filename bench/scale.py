@@ -442,6 +442,13 @@ def take_census(pid: int, path: Path, timeout: float = 300) -> str:
     data = json.loads(path.read_text())
     mb = 2**20
     lines = [f"memory census ({path}): {data['gc_objects']} objects tracked by gc"]
+    pm = data.get("pymalloc") or {}
+    if pm:
+        lines.append(
+            f"  pymalloc: {pm.get('arenas', 0)} arenas of 1 MiB, "
+            f"{pm.get('allocated_bytes', 0) / mb:.1f} MB in live blocks, "
+            f"{pm.get('available_bytes', 0) / mb:.1f} MB free inside arenas"
+        )
     lines += [f"  store {k}: {v['items']} objects, {v['bytes'] / mb:.1f} MB"
               for k, v in data["stores"].items()]  # fmt: skip
     lines += [f"  type {t['type']}: {t['count']} objects, {t['shallow_bytes'] / mb:.1f} MB"

@@ -16,8 +16,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -53,6 +55,36 @@ def deep_size(root: Any, seen: set[int] | None = None) -> int:
     return total
 
 
+def _pymalloc_stats() -> dict[str, int]:
+    """pymalloc's own totals (``sys._debugmallocstats``, which prints to fd 2: read back
+    through a temporary file). Arenas allocated versus bytes in used blocks is the
+    fragmentation: memory Python holds for objects that are gone."""
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out = {}
+    for label, key in (
+        ("arenas allocated current", "arenas"),
+        ("bytes in allocated blocks", "allocated_bytes"),
+        ("bytes in available blocks", "available_bytes"),
+        ("bytes in arenas", "arena_bytes"),  # not printed by every version
+        ("Total", "total_bytes"),
+    ):
+        m = re.search(rf"# {re.escape(label)}\s*=\s*([\d,]+)", text) or re.search(
+            rf"^{re.escape(label)}\s*=\s*([\d,]+)", text, re.M
+        )
+        if m:
+            out[key] = int(m.group(1).replace(",", ""))
+    return out
+
+
 def census() -> dict[str, Any]:
     gc.collect()
     objects = gc.get_objects()
@@ -74,6 +106,8 @@ def census() -> dict[str, Any]:
     return {
         "time": time.time(),
         "gc_objects": len(objects),
+        "allocated_blocks": sys.getallocatedblocks(),
+        "pymalloc": _pymalloc_stats(),
         "types": [
             {"type": n, "count": counts[n], "shallow_bytes": sizes[n]}
             for n, _ in sizes.most_common(25)

@@ -40,3 +40,5 @@ def test_census_names_each_store_and_its_size(tmp_path: Path) -> None:
     assert store["items"] == 200
     assert 200 * 1000 < store["bytes"] < 200 * 5000, store  # the 1 kB strings, and their dicts
     assert any(t["type"] == "builtins.dict" for t in data["types"])
+    pm = data["pymalloc"]
+    assert pm["arenas"] >= 1 and 0 < pm["allocated_bytes"] <= pm["arenas"] * 2**20, pm
