@@ -453,8 +453,6 @@ def take_census(pid: int, path: Path, timeout: float = 300) -> str:
               for k, v in data["stores"].items()]  # fmt: skip
     lines += [f"  type {t['type']}: {t['count']} objects, {t['shallow_bytes'] / mb:.1f} MB"
               for t in data["types"][:12]]  # fmt: skip
-    lines += [f"  holder {h['holder']}: {h['deep_bytes'] / mb:.1f} MB"
-              for h in data["holders"][:12]]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -6,9 +6,9 @@ allocation sites but slows a saturated 1,000-Rollout operator several times; thi
 nothing until asked and answers the question the RSS goal needs (docs/performance.md): how much
 of the heap each holder keeps alive.
 
-The census (JSON) has the live objects per type (count, shallow bytes) and the deep size of
-every watch-cache store and of every other object of a Calyx type that holds containers, each
-counted once per holder (objects shared between holders are counted in each).
+The census (JSON) has the live objects per type (count, shallow bytes), the deep size of every
+watch-cache store, and pymalloc's arenas against its live blocks. It is taken in a forked
+child, so asking for it does not change the operator's memory.
 """
 
 from __future__ import annotations
@@ -90,19 +90,15 @@ def census() -> dict[str, Any]:
     objects = gc.get_objects()
     counts: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
-    holders: list[tuple[str, int]] = []
     for obj in objects:
         t = type(obj)
         name = f"{t.__module__}.{t.__qualname__}"
         counts[name] += 1
         sizes[name] += sys.getsizeof(obj)
-        if str(t.__module__).startswith("calyx.") and hasattr(obj, "__dict__"):
-            holders.append((f"{name}@{id(obj):x}", deep_size(obj)))
     stores = {}
     for obj in objects:
         if type(obj).__name__ == "ObjectStore":
             stores[obj.kind] = {"items": len(obj._items), "bytes": deep_size(obj._items)}
-    holders.sort(key=lambda h: -h[1])
     return {
         "time": time.time(),
         "gc_objects": len(objects),
@@ -113,16 +109,24 @@ def census() -> dict[str, Any]:
             for n, _ in sizes.most_common(25)
         ],
         "stores": stores,
-        "holders": [{"holder": h, "deep_bytes": b} for h, b in holders[:25]],
     }
 
 
 def _write(path: str) -> None:
-    data = census()
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    """Count in a forked child: the walk's own allocations (sets of ids, millions of entries
+    at 1,000 Rollouts) would otherwise stay in the operator's arenas and inflate the very RSS
+    being explained. The child sees the heap as it was at the fork, copy-on-write."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            data = census()
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump(data, fh, indent=1)
+            os.replace(tmp, path)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def install() -> None:
