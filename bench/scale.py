@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e.harnes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))  # calyx
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common
 
+from calyx.adapters.metrics import BATCH_MISS_REASONS
 from calyx.domain.tiers import canary_replicas
 from calyx_dev.operator_process import MEMCENSUS_ENV
 from common import (
@@ -249,6 +250,12 @@ class Scale:
             "api_all": metric_sum(apiserver, "apiserver_request_total"),
             "m_busy": busy,
             "m_total": total,
+            **{
+                f"miss_{reason}": metric_sum(
+                    op, "calyx_analysis_batch_misses_total", f'reason="{reason}"'
+                )
+                for reason in BATCH_MISS_REASONS
+            },
         }
 
     def pause_probe(self, samples: int) -> tuple[list[float], list[float]]:
@@ -307,6 +314,9 @@ class Scale:
             "verdicts": self.rw.verdicts(self.namespaces),
             "phases": self.rw.phases(self.namespaces),
             "load": machine_load(),
+            "batch_misses_per_interval": {
+                r: round(rate[f"miss_{r}"] * a.interval, 1) for r in BATCH_MISS_REASONS
+            },
         }
         print(
             f"[{count}] rss max {fmt(res['rss_mb_max'], 0)} MB, op cpu "
@@ -315,7 +325,8 @@ class Scale:
             f"op q/s {fmt(res['op_queries_per_s'], 1)} "
             f"(expected {fmt(res['expected_queries_per_s'], 1)}), analysis interval p50/p95 "
             f"{fmt(iv['p50'], 2)}/{fmt(iv['p95'], 2)} s, pause p50 "
-            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}, phases {res['phases']}"
+            f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}, phases {res['phases']}, "
+            f"batch misses per interval {res['batch_misses_per_interval']}"
             + (
                 f" (a NoData reason: {self.rw.no_data_reason[:300]})"
                 if res["verdicts"].get("NoData")

@@ -28,7 +28,14 @@ from calyx.domain.kstatus import RECONCILING, summary_for
 from calyx.domain.ratelimit import LIMITED_REASONS
 from calyx.domain.timefmt import parse_time
 
+#: Why an evaluation queried a built-in metric on its own (``calyx_analysis_batch_misses``):
+#: no share of a batch for its namespace (not in one, or the group failed or timed out), a share
+#: fetched before the landing the evaluation is due at, one too old, or one without a series
+#: for a side (a grouped "no series" is not trusted as NoData).
+BATCH_MISS_REASONS: Final = ("not-fetched", "before-due", "too-old", "no-series")
+
 __all__ = [
+    "BATCH_MISS_REASONS",
     "BREACH_TO_REVERT_BUCKETS",
     "LEASE_PHASES",
     "METRICS",
@@ -91,6 +98,13 @@ class OperatorMetrics:
             ["reason"],
             registry=r,
         )
+        self.batch_misses = Counter(
+            "calyx_analysis_batch_misses",
+            "Built-in metrics an evaluation queried on its own instead of reading the sweep's "
+            'batch, by reason (docs/analysis.md, "One query per signal").',
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "calyx_leader",
             "1 on the replica that holds the leader Lease and may write, 0 on a standby.",
@@ -104,6 +118,8 @@ class OperatorMetrics:
             self.rollbacks.labels(trigger=trigger)
         for reason in sorted(LIMITED_REASONS):
             self.events_suppressed.labels(reason=reason)
+        for reason in BATCH_MISS_REASONS:
+            self.batch_misses.labels(reason=reason)
 
     def set_rollouts_by_phase(self, counts: Mapping[str, int]) -> None:
         """Publish a full count per phase; phases not in ``counts`` are set to 0.
@@ -129,6 +145,10 @@ class OperatorMetrics:
     def record_signature(self, result: str) -> None:
         """Count one signature verification, e.g. ``valid``, ``invalid``, ``unknown-signer``."""
         self.signature_verifications.labels(result=result).inc()
+
+    def record_batch_miss(self, reason: str) -> None:
+        """Count one built-in metric queried on its own (reasons: :data:`BATCH_MISS_REASONS`)."""
+        self.batch_misses.labels(reason=reason).inc()
 
     def record_event_suppressed(self, reason: str) -> None:
         """Count one Event the rate limit did not post (docs/audit.md, "Rate limits")."""

@@ -231,26 +231,27 @@ class AnalysisRunner:
         target: str,
         now: dt.datetime,
         not_before: dt.datetime | None,
-    ) -> MetricSamples | None:
-        """The batched samples for one metric, or None to query it on its own: only from a
-        fetch made at or after the landing this evaluation is due at (``not_before``) and
-        younger than :data:`BATCH_MAX_AGE_SECONDS`."""
+    ) -> tuple[MetricSamples | None, str | None]:
+        """The batched samples for one metric, or ``(None, why)`` to query it on its own
+        (``why`` is one of ``BATCH_MISS_REASONS``; None for a metric no batch covers): only
+        from a fetch made at or after the landing this evaluation is due at (``not_before``)
+        and younger than :data:`BATCH_MAX_AGE_SECONDS`."""
         if metric.query is not None or metric.kind not in BUILTIN_METRICS:
-            return None
+            return None, None
         with self._lock:
             entry = self._batch.get((url, window, metric.kind), {}).get(namespace)
         if entry is None:
-            return None
+            return None, "not-fetched"
         fetched, mine = entry
         if abs((now - fetched).total_seconds()) >= BATCH_MAX_AGE_SECONDS:
-            return None
+            return None, "too-old"
         if not_before is not None and fetched < not_before:
-            return None
+            return None, "before-due"
         kind = cast(BuiltinMetric, metric.kind)
         return MetricSamples(
             canary=combine(kind, mine, namespace, target, "canary"),
             baseline=combine(kind, mine, namespace, target, "baseline"),
-        )
+        ), None
 
     def client(self, url: str) -> PrometheusClient:
         with self._lock:
@@ -340,21 +341,23 @@ class AnalysisRunner:
         samples: dict[str, MetricSamples] = {}
         wanted: dict[tuple[str, str], str] = {}
         for q in queries:
-            batched = self._batched(
+            batched, miss = self._batched(
                 url, settings.window_seconds, q.metric, meta["namespace"], target, o.now, due
             )
             # Only a batch that has data for every side is used: "no series" from a grouped
             # query is not trusted as NoData — the Rollout's own query decides that.
-            if (
-                batched is not None
-                and batched.canary.has_value
-                and (q.baseline is None or (batched.baseline and batched.baseline.has_value))
-            ):
-                samples[q.metric.name] = MetricSamples(
-                    canary=batched.canary,
-                    baseline=batched.baseline if q.baseline is not None else None,
-                )
-                continue
+            if batched is not None:
+                if batched.canary.has_value and (
+                    q.baseline is None or (batched.baseline and batched.baseline.has_value)
+                ):
+                    samples[q.metric.name] = MetricSamples(
+                        canary=batched.canary,
+                        baseline=batched.baseline if q.baseline is not None else None,
+                    )
+                    continue
+                miss = "no-series"
+            if miss is not None:
+                self.metrics.record_batch_miss(miss)
             wanted[(q.metric.name, "canary")] = q.canary
             if q.baseline is not None:
                 wanted[(q.metric.name, "baseline")] = q.baseline

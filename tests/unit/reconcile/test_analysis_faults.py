@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from calyx.adapters.metrics import BATCH_MISS_REASONS, OperatorMetrics
 from calyx.adapters.prometheus import PrometheusClient
 from calyx.api.rollout import parse_rollout_spec
 from calyx.domain.analysis import (
@@ -303,6 +304,18 @@ def _due_rollout(ns: str, now: dt.datetime) -> dict[str, Any]:
     }
 
 
+def _misses(metrics: OperatorMetrics) -> dict[str, float]:
+    """``calyx_analysis_batch_misses_total`` by reason, the ones seen."""
+    out = {}
+    for reason in BATCH_MISS_REASONS:
+        value = metrics.registry.get_sample_value(
+            "calyx_analysis_batch_misses_total", {"reason": reason}
+        )
+        if value:
+            out[reason] = value
+    return out
+
+
 def _per_rollout_queries(prom: FakePrometheus) -> list[str]:
     queries = [params.get("query", "") for params in prom.seen]
     return [q for q in queries if q and "by (namespace, pod)" not in q]
@@ -319,8 +332,9 @@ def test_a_pass_queued_by_one_sweep_still_finds_its_batch_after_the_next() -> No
     ]
     prom = FakePrometheus()
     prom.default = vec(*series)
+    metrics = OperatorMetrics()
     try:
-        runner = AnalysisRunner(prom.url, timeout_seconds=2)
+        runner = AnalysisRunner(prom.url, timeout_seconds=2, metrics=metrics)
         now = dt.datetime.now(dt.UTC)
         a, b = _due_rollout("a", now), _due_rollout("b", now)
         runner.prepare([a, b], now, only={"a/r"})
@@ -336,6 +350,7 @@ def test_a_pass_queued_by_one_sweep_still_finds_its_batch_after_the_next() -> No
         prom.close()
     assert out is not None and out.status["verdict"] != "NoData", out  # 1000 ‰: a value
     assert _per_rollout_queries(prom) == [], "served from the first sweep's batch"
+    assert _misses(metrics) == {}
 
 
 def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
@@ -345,8 +360,9 @@ def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
         ({"namespace": "a", "pod": "web-canary-6d4f8-bcdfg"}, "1"),
         ({"namespace": "a", "pod": "web-7c9d5-hjklm"}, "1"),
     )
+    metrics = OperatorMetrics()
     try:
-        runner = AnalysisRunner(prom.url, timeout_seconds=2)
+        runner = AnalysisRunner(prom.url, timeout_seconds=2, metrics=metrics)
         now = dt.datetime.now(dt.UTC)
         a = _due_rollout("a", now)
         runner.prepare([a], now, only={"a/r"})
@@ -362,3 +378,4 @@ def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
     finally:
         prom.close()
     assert _per_rollout_queries(prom), "the batch predates the due time: own queries"
+    assert _misses(metrics) == {"before-due": 1}, "counted, with its reason (one metric)"
