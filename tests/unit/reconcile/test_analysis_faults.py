@@ -25,6 +25,7 @@ from calyx.domain.analysis import (
     without_gap,
 )
 from calyx.domain.rollout_plan import AnalysisOutcome, Observed, stamp
+from calyx.domain.scrape import ScrapeTarget
 from calyx.domain.timefmt import parse_stamp
 from calyx.reconcile.analysis import AnalysisRunner
 from tests.support.fake_prometheus import FakePrometheus, vec
@@ -379,3 +380,42 @@ def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
         prom.close()
     assert _per_rollout_queries(prom), "the batch predates the due time: own queries"
     assert _misses(metrics) == {"before-due": 1}, "counted, with its reason (one metric)"
+
+
+def test_the_share_fetched_for_an_evaluation_serves_it_when_the_landing_estimate_moves() -> None:
+    """Probe at 1,000 Rollouts: the sweep fetched a share for a Rollout due by its estimate of
+    the scrape landings; by the time the pass ran, a slower scrape had moved the estimate past
+    the fetch, and the pass refused the share (``before-due``) and queried on its own: 304
+    misses per interval. The share fetched for this very evaluation is used."""
+    prom = FakePrometheus()
+    prom.default = vec(
+        ({"namespace": "a", "pod": "web-canary-6d4f8-bcdfg"}, "1"),
+        ({"namespace": "a", "pod": "web-7c9d5-hjklm"}, "1"),
+    )
+    metrics = OperatorMetrics()
+    try:
+        runner = AnalysisRunner(prom.url, timeout_seconds=2, metrics=metrics)
+        now = dt.datetime.now(dt.UTC)
+        client = runner.client(prom.url)
+
+        def targets(*found: ScrapeTarget) -> None:
+            client._targets, client._targets_at = list(found), time.monotonic() + 3600
+
+        # Scrapes every second, landing 0.35 s past each second before ``now``: due at -1.35 s.
+        targets(ScrapeTarget(now - dt.timedelta(seconds=0.5), 1.0, 0.1))
+        a = _due_rollout("a", now)
+        runner.prepare([a], now, only={"a/r"})
+        # Then the estimate moves: the next landing is now +1.25 s, after the fetch.
+        targets(ScrapeTarget(now + dt.timedelta(seconds=1), 10.0, 0.2))
+        observed = Observed(
+            rollout=a,
+            now=now + dt.timedelta(seconds=2),
+            spec=parse_rollout_spec(a["spec"]),
+            target={"metadata": {"name": "web"}},
+        )
+        out = runner(observed)
+    finally:
+        prom.close()
+    assert out is not None and out.status["verdict"] != "NoData", out
+    assert _per_rollout_queries(prom) == [], "served from the share fetched for it"
+    assert _misses(metrics) == {}
