@@ -340,13 +340,7 @@ def test_a_pass_queued_by_one_sweep_still_finds_its_batch_after_the_next() -> No
         a, b = _due_rollout("a", now), _due_rollout("b", now)
         runner.prepare([a, b], now, only={"a/r"})
         runner.prepare([a, b], now + dt.timedelta(seconds=0.5), only={"b/r"})
-        observed = Observed(
-            rollout=a,
-            now=now + dt.timedelta(seconds=0.6),
-            spec=parse_rollout_spec(a["spec"]),
-            target={"metadata": {"name": "web"}},
-        )
-        out = runner(observed)
+        out = _evaluate(runner, a, now + dt.timedelta(seconds=0.6))
     finally:
         prom.close()
     assert out is not None and out.status["verdict"] != "NoData", out  # 1000 ‰: a value
@@ -354,28 +348,41 @@ def test_a_pass_queued_by_one_sweep_still_finds_its_batch_after_the_next() -> No
     assert _misses(metrics) == {}
 
 
-def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
-    """A Rollout is evaluated on data at least as new as the landing it is due at."""
+def _evaluate(
+    runner: AnalysisRunner, rollout: dict[str, Any], at: dt.datetime
+) -> AnalysisOutcome | None:
+    """The runner's evaluation of ``rollout`` (target ``web``) by a pass at ``at``."""
+    observed = Observed(
+        rollout=rollout,
+        now=at,
+        spec=parse_rollout_spec(rollout["spec"]),
+        target={"metadata": {"name": "web"}},
+    )
+    return runner(observed)
+
+
+def _one_namespace_runner() -> tuple[FakePrometheus, OperatorMetrics, AnalysisRunner]:
+    """A Prometheus with a canary and a stable pod in namespace ``a`` (each query answers
+    both, so a per-Rollout query sees two series where it wants one), and a runner on it."""
     prom = FakePrometheus()
     prom.default = vec(
         ({"namespace": "a", "pod": "web-canary-6d4f8-bcdfg"}, "1"),
         ({"namespace": "a", "pod": "web-7c9d5-hjklm"}, "1"),
     )
     metrics = OperatorMetrics()
+    return prom, metrics, AnalysisRunner(prom.url, timeout_seconds=2, metrics=metrics)
+
+
+def test_a_batch_fetched_before_the_landing_is_not_used() -> None:
+    """A Rollout is evaluated on data at least as new as the landing it is due at."""
+    prom, metrics, runner = _one_namespace_runner()
     try:
-        runner = AnalysisRunner(prom.url, timeout_seconds=2, metrics=metrics)
         now = dt.datetime.now(dt.UTC)
         a = _due_rollout("a", now)
         runner.prepare([a], now, only={"a/r"})
         later = copy.deepcopy(a)  # evaluated since; due again 10 s after that
         later["status"]["lastAnalysis"]["time"] = stamp(now - dt.timedelta(seconds=9.5))
-        observed = Observed(
-            rollout=later,
-            now=now + dt.timedelta(seconds=1),
-            spec=parse_rollout_spec(a["spec"]),
-            target={"metadata": {"name": "web"}},
-        )
-        runner(observed)
+        _evaluate(runner, later, now + dt.timedelta(seconds=1))
     finally:
         prom.close()
     assert _per_rollout_queries(prom), "the batch predates the due time: own queries"
@@ -387,14 +394,8 @@ def test_the_share_fetched_for_an_evaluation_serves_it_when_the_landing_estimate
     the scrape landings; by the time the pass ran, a slower scrape had moved the estimate past
     the fetch, and the pass refused the share (``before-due``) and queried on its own: 304
     misses per interval. The share fetched for this very evaluation is used."""
-    prom = FakePrometheus()
-    prom.default = vec(
-        ({"namespace": "a", "pod": "web-canary-6d4f8-bcdfg"}, "1"),
-        ({"namespace": "a", "pod": "web-7c9d5-hjklm"}, "1"),
-    )
-    metrics = OperatorMetrics()
+    prom, metrics, runner = _one_namespace_runner()
     try:
-        runner = AnalysisRunner(prom.url, timeout_seconds=2, metrics=metrics)
         now = dt.datetime.now(dt.UTC)
         client = runner.client(prom.url)
 
@@ -407,13 +408,7 @@ def test_the_share_fetched_for_an_evaluation_serves_it_when_the_landing_estimate
         runner.prepare([a], now, only={"a/r"})
         # Then the estimate moves: the next landing is now +1.25 s, after the fetch.
         targets(ScrapeTarget(now + dt.timedelta(seconds=1), 10.0, 0.2))
-        observed = Observed(
-            rollout=a,
-            now=now + dt.timedelta(seconds=2),
-            spec=parse_rollout_spec(a["spec"]),
-            target={"metadata": {"name": "web"}},
-        )
-        out = runner(observed)
+        out = _evaluate(runner, a, now + dt.timedelta(seconds=2))
     finally:
         prom.close()
     assert out is not None and out.status["verdict"] != "NoData", out
