@@ -146,6 +146,7 @@ def _trim_like_the_image(venv: Path) -> None:
             subprocess.run(
                 [str(venv / "bin" / "python"), "-m", "pip", "uninstall", "-q", "-y", *words[3:]],
                 check=True,
+                env=_without_pythonpath(),
             )
         elif words[:2] == ["rm", "-rf"]:
             for target in words[2:]:
@@ -153,6 +154,10 @@ def _trim_like_the_image(venv: Path) -> None:
                 path = venv / target.removeprefix("/opt/calyx/")
                 assert path.exists(), f"{step}: {path} does not exist (stale clean-up?)"
                 shutil.rmtree(path)
+
+
+def _without_pythonpath() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +211,9 @@ def image_venv() -> Iterator[ImageVenv]:
                 str(wheel),
             ],
             check=True,
+            # A PYTHONPATH reaching a source checkout (its calyx.egg-info) made pip find calyx
+            # "already satisfied" and install nothing into the venv.
+            env=_without_pythonpath(),
         )
         _trim_like_the_image(venv)
         print(
