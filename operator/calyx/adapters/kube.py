@@ -107,21 +107,18 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409
 
 
+RETRYABLE_4XX = frozenset({408, 409, 429})
+"""Client errors that a later attempt can cure: timeout, conflict, throttling."""
+
+
 def is_refusal(exc: BaseException) -> bool:
     """The API server refused the request itself (a policy, a validation, a namespace being
     deleted, an object gone): sending it again cannot succeed. Not a timeout (408), a conflict
     (409, another writer: read again and retry) or throttling (429); and not a failure that
     never reached a decision (unreachable, 5xx, this replica fenced)."""
-    return (
-        isinstance(exc, ApiException)
-        and 400 <= (exc.status or 0) < 500
-        and exc.status
-        not in (
-            408,
-            409,
-            429,
-        )
-    )
+    if not isinstance(exc, ApiException) or exc.status in RETRYABLE_4XX:
+        return False
+    return 400 <= (exc.status or 0) < 500
 
 
 def api_message(exc: ApiException) -> str:

@@ -101,7 +101,7 @@ class OperatorMetrics:
         self.batch_misses = Counter(
             "calyx_analysis_batch_misses",
             "Built-in metrics an evaluation queried on its own instead of reading the sweep's "
-            'batch, by reason (docs/analysis.md, "One query per signal").',
+            'batch, by reason (docs/analysis.md, "Batched queries").',
             ["reason"],
             registry=r,
         )
