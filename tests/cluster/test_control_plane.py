@@ -6,7 +6,6 @@ Run: ``.venv/bin/python -m pytest tests/cluster -m e2e``
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from calyx.domain.timefmt import parse_time
 from calyx_dev.controlplane import LocalCluster
 
 pytestmark = pytest.mark.e2e
@@ -515,9 +515,6 @@ def test_kwok_nodes_stay_ready_with_renewed_leases(kube_cluster, kube_namespace)
     kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment("steady", 3))
     wait_deployment(kube_cluster, ns, "steady", 3)
 
-    def stamp(value: str) -> float:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
     def snapshot() -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
         """Per node (created, Ready since), and per node Lease its renewTime."""
         nodes = kube_cluster.kubectl_json("get", "nodes")["items"]
@@ -526,8 +523,9 @@ def test_kwok_nodes_stay_ready_with_renewed_leases(kube_cluster, kube_namespace)
         for n in nodes:
             cond = _ready_condition(n)
             assert cond["status"] == "True", (n["metadata"]["name"], cond)
-            created = stamp(n["metadata"]["creationTimestamp"])
-            ready[n["metadata"]["name"]] = (created, stamp(cond["lastTransitionTime"]))
+            created = parse_time(n["metadata"]["creationTimestamp"]).timestamp()
+            since = parse_time(cond["lastTransitionTime"]).timestamp()
+            ready[n["metadata"]["name"]] = (created, since)
         renew = {lease["metadata"]["name"]: lease["spec"]["renewTime"] for lease in leases}
         return ready, renew
 

@@ -165,7 +165,8 @@ class AnalysisRunner:
                 continue
             analysed = min(analysed, float(settings.interval_seconds))
             meta = body["metadata"]
-            if only is not None and f"{meta['namespace']}/{meta['name']}" not in only:
+            rollout = f"{meta['namespace']}/{meta['name']}"
+            if only is not None and rollout not in only:
                 continue
             # Only the namespaces of Rollouts due now go into the groups: a batch fetched
             # before a Rollout's landing cannot serve it (its data would be older than the
@@ -177,11 +178,11 @@ class AnalysisRunner:
                 continue
             shortest_due = min(shortest_due, float(settings.interval_seconds))
             last_time = str((status.get("lastAnalysis") or {}).get("time") or "")
-            due_now[f"{meta['namespace']}/{meta['name']}"] = (last_time, when or now)
+            due_now[rollout] = (last_time, when or now)
             for m in settings.metrics:
                 if m.query is None and m.kind in BUILTIN_METRICS:
                     key = (url, settings.window_seconds, m.kind)
-                    groups.setdefault(key, set()).add(body["metadata"]["namespace"])
+                    groups.setdefault(key, set()).add(meta["namespace"])
         self._shortest_interval = analysed
         if not groups:
             return
