@@ -269,6 +269,12 @@ class ObjectStore:
                 out.append(entry.obj)
             return out
 
+    def version(self, namespace: str, name: str) -> str | None:
+        """The ``resourceVersion`` a read of this object would be served from memory at; None
+        when a read would not be served from memory."""
+        state, obj = self.lookup(namespace, name)
+        return str(_meta(obj).get("resourceVersion") or "") if state == "hit" and obj else None
+
     def has_namespace(self, namespace: str) -> bool:
         with self._lock:
             return self._namespaces[namespace] > 0
@@ -679,6 +685,27 @@ class CachedKube(Kube):
                 self._unsynced -= 1
                 return self._epoch, self._unsynced
             return self._epoch, self._changed[namespace]
+
+    def token_after_own_write(
+        self, before: tuple[int, int], plural: str, written: Mapping[str, Any]
+    ) -> tuple[int, int] | None:
+        """The change token of ``written``'s namespace now, if the one change since ``before``
+        is this process's own write whose answer was ``written`` (the store serves exactly
+        that version); else None. A pass that wrote only its Rollout's status marks itself
+        quiet at this token, so the pass its write's echo triggers is skipped
+        (docs/architecture.md, "Passes skipped when nothing is due")."""
+        meta = _meta(written)
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        store = self._custom_store(plural)
+        with self._changes_lock:
+            token = self._epoch, self._changed[namespace]
+            synced = self.synced
+        if not synced or store is None or token != (before[0], before[1] + 1):
+            return None
+        # After the token: a change to this object landing in between shows as another version.
+        if store.version(namespace, name) != meta.get("resourceVersion"):
+            return None
+        return token
 
     def observe(self, plural: str, body: Mapping[str, Any]) -> None:
         """A Rollout or Lease body from another watch (Kopf's): store it if it is newer, so the

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -153,6 +153,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         analyze=analysis,
         faults=FAULTS,
         changes=_change_token(RT.cache, trust_cache),
+        after_own_write=_after_own_write(RT.cache, trust_cache),
     )
     if cfg.metrics_port:
         try:
@@ -197,6 +198,22 @@ def _change_token(
     if cache is None:
         return None
     return lambda ns: (cache.change_token(ns), trust.version)
+
+
+def _after_own_write(
+    cache: CachedKube | None, trust: ConfigMapCache
+) -> Callable[[Hashable, Mapping[str, Any]], Hashable | None] | None:
+    """The token of :func:`_change_token` after a pass's own Rollout status write, if that write
+    is the one change since ``before``."""
+    if cache is None:
+        return None
+
+    def after(before: Hashable, written: Mapping[str, Any]) -> Hashable | None:
+        cached, version = cast(tuple[tuple[int, int], int], before)  # _change_token's shape
+        token = cache.token_after_own_write(cached, ROLLOUTS, written)
+        return (token, version) if token is not None and trust.version == version else None
+
+    return after
 
 
 def _lease_token(

@@ -8,6 +8,7 @@ snapshot → canary) happens in one wake-up, yet each step stands alone after a 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -110,6 +111,10 @@ class RolloutDeps:
     # caches': CachedKube.change_token); with it, passes with nothing new and nothing due are
     # skipped (reconcile/quiet.py). None: every pass runs.
     changes: Callable[[str], Hashable] | None = None
+    # The change token after this process's own status write (given the token before it and
+    # the written Rollout), when nothing else changed: CachedKube.token_after_own_write. With
+    # it, a pass that only wrote its status is quiet at once and its echo's pass is skipped.
+    after_own_write: Callable[[Hashable, Mapping[str, Any]], Hashable | None] | None = None
     quiet: QuietBook = field(default_factory=QuietBook)
 
 
@@ -348,7 +353,9 @@ def apply(
     rollout: Mapping[str, Any],
     plan: Plan,
     observed_lease: Mapping[str, Any] | None = None,
-) -> None:
+) -> Mapping[str, Any] | None:
+    """Run ``plan`` and write its status; returns the Rollout as the last status write left it
+    (None: no status write)."""
     meta = rollout["metadata"]
     ns, name = meta["namespace"], meta["name"]
     prev = rollout.get("status") or {}
@@ -392,6 +399,7 @@ def apply(
         for entry in pending(updated.get("status")):
             _fault(deps, f"Announce:{entry['reason']}")  # decision stored, not yet announced
         announce(deps, updated, observed_lease)
+    return updated
 
 
 def announce(
@@ -516,6 +524,56 @@ def _quiet_until(deps: RolloutDeps, o: Observed) -> dt.datetime | None:
         return None
 
 
+#: The status fields :func:`observe` reads (directly or through ``is_started``/``_reverting``):
+#: a write that leaves them as they were leaves every observation as it was.
+OBSERVED_STATUS = ("phase", "target", "snapshot", "change", "validation", "risk")
+
+
+def _carried_over(observed: Observed, written: Mapping[str, Any]) -> Observed | None:
+    """``observed`` with its Rollout replaced by ``written`` (the answer to this pass's status
+    write), when nothing else in the Rollout changed and none of :data:`OBSERVED_STATUS` did:
+    then every other observation still holds. None when they may not."""
+    before = observed.rollout
+    if any(before.get(k) != written.get(k) for k in {*before, *written} - {"status", "metadata"}):
+        return None  # someone else's change came back with our write
+    skip = {"resourceVersion", "managedFields"}
+    bmeta, wmeta = before["metadata"], written["metadata"]
+    if any(bmeta.get(k) != wmeta.get(k) for k in {*bmeta, *wmeta} - skip):
+        return None
+    bstatus, wstatus = before.get("status") or {}, written.get("status") or {}
+    if any(bstatus.get(k) != wstatus.get(k) for k in OBSERVED_STATUS):
+        return None
+    return dataclasses.replace(observed, rollout=written, analysis=None)
+
+
+def _settle(
+    deps: RolloutDeps,
+    key: str,
+    token: Hashable | None,
+    observed: Observed,
+    written: Mapping[str, Any],
+) -> None:
+    """After a pass that only wrote its Rollout's status (an evaluation's result, a condition):
+    plan again on the status as written and, when nothing is left to do and nothing else
+    changed meanwhile, record the Rollout quiet at the token its write's echo will find. That
+    echo then runs no pass: before, it observed everything again to find nothing to do, a
+    second full pass per evaluation (docs/performance.md, run 8). Announcements are left to
+    that pass (they write again), and so is any doubt."""
+    status = written.get("status") or {}
+    if deps.after_own_write is None or token is None or pending(status):
+        return
+    if status.get("phase") != (observed.rollout.get("status") or {}).get("phase"):
+        return
+    after = deps.after_own_write(token, written)
+    carried = _carried_over(observed, written) if after is not None else None
+    if carried is None:
+        return
+    plan = plan_rollout(carried)
+    if plan.actions or plan.stamp_reverted or status_patch(status, plan.status) is not None:
+        return
+    deps.quiet.record(key, after, _quiet_until(deps, carried))
+
+
 def reconcile_rollout(
     deps: RolloutDeps,
     namespace: str,
@@ -553,12 +611,14 @@ def reconcile_rollout(
                 return
             deps.quiet.forget(key)
             try:
-                apply(deps, rollout, plan, observed.lease)
+                written = apply(deps, rollout, plan, observed.lease)
             except Exception as exc:
                 if is_not_found(exc) and not plan.actions:
                     return
                 raise
             if not work:
+                if written is not None:
+                    _settle(deps, key, token, observed, written)
                 return
         log.warning("%s/%s: still changing after %d passes", namespace, name, MAX_PASSES)
 

@@ -256,6 +256,57 @@ def test_change_tokens_move_on_changes_not_on_echoes() -> None:
     assert kube.change_token("elsewhere") == other
 
 
+def _synced_all() -> CachedKube:
+    kube = CachedKube(client.ApiClient())
+    synced(kube.rollouts, obj("r", "5", status={"phase": "Progressing"}))
+    for store in (kube.leases, kube.deployments, kube.configmaps):
+        synced(store)
+    return kube
+
+
+def _write_status(kube: CachedKube, monkeypatch: pytest.MonkeyPatch, rv: str) -> dict[str, Any]:
+    written = obj("r", rv, status={"phase": "Progressing", "lastAnalysis": {"time": rv}})
+    monkeypatch.setattr(Kube, "patch_custom_status", lambda *a, **k: copy.deepcopy(written))
+    kube.patch_custom_status(ROLLOUTS, "ns", "r", {"lastAnalysis": {"time": rv}})
+    return written
+
+
+def test_token_after_own_write_is_the_echo_token_when_nothing_else_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = _synced_all()
+    before = kube.change_token("ns")
+    written = _write_status(kube, monkeypatch, "6")
+    after = kube.token_after_own_write(before, ROLLOUTS, written)
+    assert after is not None and after == kube.change_token("ns")
+    kube.observe(ROLLOUTS, written)  # the write's echo (Kopf's event): the token stays
+    assert kube.change_token("ns") == after
+
+
+def test_token_after_own_write_is_none_when_anything_else_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = _synced_all()
+    before = kube.change_token("ns")
+    kube.deployments.put(obj("checkout", "9"), fresh=False)  # the target changed meanwhile
+    written = _write_status(kube, monkeypatch, "10")
+    assert kube.token_after_own_write(before, ROLLOUTS, written) is None
+
+    # A newer version of the Rollout itself (a user's edit) arrived before our write's answer
+    # was stored: one change in the token, but not ours.
+    kube = _synced_all()
+    before = kube.change_token("ns")
+    kube.observe(ROLLOUTS, obj("r", "8", spec={"paused": True}, status={"phase": "Progressing"}))
+    written = _write_status(kube, monkeypatch, "7")
+    assert kube.token_after_own_write(before, ROLLOUTS, written) is None
+
+    kube = _synced_all()
+    kube.rollouts.unsync()  # relisting: nothing is skipped on the strength of a token
+    before = kube.change_token("ns")
+    written = _write_status(kube, monkeypatch, "6")
+    assert kube.token_after_own_write(before, ROLLOUTS, written) is None
+
+
 def test_kopf_bodies_feed_the_store() -> None:
     kube = CachedKube(client.ApiClient())
     synced(kube.rollouts, obj("r", "5", spec={"paused": False}))
