@@ -841,6 +841,11 @@ class CachedKube(Kube):
         store = self._custom_store(plural)
         return store.values() if store is not None else None
 
+    def configmap_version(self, namespace: str, name: str) -> str | None:
+        """The ``resourceVersion`` a read of this ConfigMap would return from memory (None: a
+        read would be a GET): lets a reader that parsed that version skip the copy."""
+        return self.configmaps.version(namespace, name)
+
     def create_configmap_if_absent(self, namespace: str, body: Mapping[str, Any]) -> None:
         # Kube drops the answer (and absorbs AlreadyExists): the next read of it is a GET.
         try:
