@@ -197,7 +197,17 @@ def older(candidate: str, stored: str) -> bool:
 class _Entry:
     rv: str
     uid: str
-    obj: Obj | None  # None: a stub (the object exists; its content is not kept)
+    obj: Obj | None  # None: a stub (the object exists; its content is not kept), or packed
+    blob: bytes | None = None  # a packed store's object, marshalled
+
+    @property
+    def full(self) -> bool:
+        return self.obj is not None or self.blob is not None
+
+    def copy(self) -> Obj:
+        """A private copy of the stored object (the caller may change or keep it)."""
+        copied: Obj = marshal.loads(self.blob) if self.blob is not None else copy_obj(self.obj)
+        return copied
 
 
 class ObjectStore:
@@ -206,7 +216,11 @@ class ObjectStore:
     ``authoritative``: the watch sees every object of the kind, so once synced a missing key
     means "does not exist". ``keep`` decides, per object, whether to hold it in full, as a
     stub, or not at all (label-selected stores hold only what matches). ``on_change`` is told
-    the namespace of every change that a reader could see.
+    the namespace of every change that a reader could see. ``packed``: hold each object as
+    one ``marshal`` blob instead of a tree of dicts and strings (docs/architecture.md, "Caches"):
+    about a fifth of the bytes, outside the interpreter's small-object arenas, and a read is
+    one ``marshal.loads``; for kinds nothing reads without copying (no :meth:`values` with
+    ``shared``).
     """
 
     def __init__(
@@ -217,8 +231,10 @@ class ObjectStore:
         keep: Callable[[Mapping[str, Any]], Keep] | None = None,
         on_change: Callable[[str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        packed: bool = False,
     ) -> None:
         self.kind = kind
+        self.packed = packed
         self.authoritative = authoritative
         self.keep = keep or (lambda _obj: "full")
         self.on_change = on_change or (lambda _ns: None)
@@ -239,9 +255,7 @@ class ObjectStore:
     def wait_synced(self, timeout: float) -> bool:
         return self._synced.wait(timeout)
 
-    def lookup(self, namespace: str, name: str) -> tuple[Lookup, Obj | None]:
-        """``("hit", obj)`` (the stored object: copy before handing it out), ``("absent",
-        None)`` when the store may say so, else ``("unknown", None)``: read it from the API."""
+    def _held(self, namespace: str, name: str) -> tuple[Lookup, _Entry | None]:
         key = (namespace, name)
         with self._lock:
             if not self._synced.is_set() or key in self._dirty:
@@ -249,31 +263,42 @@ class ObjectStore:
             entry = self._items.get(key)
             if entry is None:
                 return ("absent" if self.authoritative else "unknown"), None
-            if entry.obj is None:
+            if not entry.full:
                 return "unknown", None
-            return "hit", entry.obj
+            return "hit", entry
 
-    def values(self, namespace: str | None = None) -> list[Obj] | None:
-        """Every stored object (of ``namespace``), sorted like the API server lists them; None
-        when the store cannot answer a list (not synced, not authoritative, holds stubs)."""
+    def lookup(self, namespace: str, name: str) -> tuple[Lookup, Obj | None]:
+        """``("hit", obj)`` (a private copy of the stored object), ``("absent", None)`` when
+        the store may say so, else ``("unknown", None)``: read it from the API."""
+        state, entry = self._held(namespace, name)
+        # Stored objects are replaced, never changed: copying outside the lock is safe.
+        return state, (entry.copy() if entry is not None else None)
+
+    def values(self, namespace: str | None = None, shared: bool = False) -> list[Obj] | None:
+        """Every stored object (of ``namespace``), sorted like the API server lists them, as
+        copies or, with ``shared``, the stored objects themselves (not for a packed store);
+        None when the store cannot answer a list (not synced, not authoritative, holds
+        stubs)."""
         with self._lock:
             if not (self._synced.is_set() and self.authoritative):
                 return None
-            out = []
+            held = []
             for key in sorted(self._items):
                 if namespace is not None and key[0] != namespace:
                     continue
                 entry = self._items[key]
-                if entry.obj is None or key in self._dirty:
+                if not entry.full or key in self._dirty:
                     return None
-                out.append(entry.obj)
-            return out
+                held.append(entry)
+        if shared and not self.packed:
+            return [e.obj for e in held if e.obj is not None]
+        return [e.copy() for e in held]
 
     def version(self, namespace: str, name: str) -> str | None:
         """The ``resourceVersion`` a read of this object would be served from memory at; None
         when a read would not be served from memory."""
-        state, obj = self.lookup(namespace, name)
-        return str(_meta(obj).get("resourceVersion") or "") if state == "hit" and obj else None
+        _, entry = self._held(namespace, name)
+        return entry.rv if entry is not None else None
 
     def has_namespace(self, namespace: str) -> bool:
         with self._lock:
@@ -326,15 +351,20 @@ class ObjectStore:
                 current is not None
                 and rv == current.rv
                 and current.uid == uid
-                and (current.obj is not None or keep == "stub")
+                and (current.full or keep == "stub")
             ):
                 return False  # the same version (our write's echo): nothing new
-            stored = (copy_obj(obj) if copy else dict(obj)) if keep == "full" else None
-            if stored is not None:
+            entry = _Entry(rv, uid, None)
+            if keep == "full" and self.packed:
+                stored = dict(obj)
                 _strip(stored)
+                entry.blob = marshal.dumps(stored)  # itself a deep copy
+            elif keep == "full":
+                entry.obj = copy_obj(obj) if copy else dict(obj)
+                _strip(entry.obj)
             if current is None:
                 self._namespaces[key[0]] += 1
-            self._items[key] = _Entry(rv, uid, stored)
+            self._items[key] = entry
         self.on_change(key[0])
         return True
 
@@ -615,11 +645,16 @@ class CachedKube(Kube):
         self._unsynced = 0  # counts down: a token no synced state can have
         self.rollouts = ObjectStore("rollouts", authoritative=True, on_change=self._bump)
         self.leases = ObjectStore("leases", authoritative=True, on_change=self._bump)
+        # Packed: only ever read one at a time, by a pass that copies what it reads anyway.
         self.deployments = ObjectStore(
-            "deployments", authoritative=True, keep=self._keep_deployment, on_change=self._bump
+            "deployments",
+            authoritative=True,
+            keep=self._keep_deployment,
+            on_change=self._bump,
+            packed=True,
         )
         self.configmaps = ObjectStore(
-            "configmaps", authoritative=False, keep=_keep_managed, on_change=self._bump
+            "configmaps", authoritative=False, keep=_keep_managed, on_change=self._bump, packed=True
         )
         # Watches hold their connections for minutes: a client of their own, so the requests
         # of the passes never wait for a free connection behind them.
@@ -733,7 +768,7 @@ class CachedKube(Kube):
     ) -> Obj | None:
         state, obj = store.lookup(namespace, name)
         if state == "hit":
-            return dict(copy_obj(obj))
+            return obj
         if state == "absent":
             return None
         got = get()
@@ -764,7 +799,7 @@ class CachedKube(Kube):
         store = self._custom_store(plural)
         held = store.values(namespace) if store is not None else None
         if held is not None:
-            return [copy_obj(o) for o in held]
+            return held
         items = super().list_custom(plural, namespace)
         if store is not None:
             for obj in items:
@@ -839,7 +874,7 @@ class CachedKube(Kube):
         for a sweep that only reads them, and would otherwise copy 1,000 objects per tick.
         The caller must not change what it gets, nor keep it."""
         store = self._custom_store(plural)
-        return store.values() if store is not None else None
+        return store.values(shared=True) if store is not None else None
 
     def configmap_version(self, namespace: str, name: str) -> str | None:
         """The ``resourceVersion`` a read of this ConfigMap would return from memory (None: a

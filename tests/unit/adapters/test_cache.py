@@ -505,3 +505,31 @@ def test_watched_objects_have_the_shape_a_get_returns(raw: Any, kind: str, plain
     """The snapshot's bytes, template hashes and canary ownership compare cached objects with
     ones read (or written) by GET: the two paths must agree exactly."""
     assert plain(copy.deepcopy(raw)) == model_shape(raw, kind)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["dicts", "packed"])
+def test_a_packed_store_reads_like_a_plain_one(packed: bool) -> None:
+    """Deployments and ConfigMaps are held as marshal blobs: every read is a private copy of
+    exactly what was stored, less managedFields, and an echo of the same version is no change."""
+    store = ObjectStore("deployments", authoritative=True, packed=packed)
+    raw = copy.deepcopy(RAW_DEPLOYMENT)
+    raw["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    synced(store, raw)
+    state, got = store.lookup("shop", "checkout")
+    assert state == "hit" and got is not None
+    assert "managedFields" not in got["metadata"]
+    assert got["spec"] == RAW_DEPLOYMENT["spec"] and got["status"] == RAW_DEPLOYMENT["status"]
+    got["spec"]["replicas"] = 99
+    assert store.lookup("shop", "checkout")[1]["spec"]["replicas"] == 10  # type: ignore[index]
+    assert not store.put(copy.deepcopy(raw), fresh=False)  # the same version: nothing new
+    assert store.version("shop", "checkout") == raw["metadata"]["resourceVersion"]
+    assert store.values("shop") == [store.lookup("shop", "checkout")[1]]
+    assert CachedKube(client.ApiClient()).deployments.packed
+
+
+def test_a_packed_store_keeps_stubs_as_stubs() -> None:
+    store = ObjectStore("deployments", authoritative=True, keep=lambda o: "stub", packed=True)
+    synced(store)
+    assert store.put(obj("d", "3"), fresh=False)
+    assert store.lookup("ns", "d") == ("unknown", None)
+    assert store.version("ns", "d") is None
