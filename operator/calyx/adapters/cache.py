@@ -218,7 +218,7 @@ class ObjectStore:
     stub, or not at all (label-selected stores hold only what matches). ``on_change`` is told
     the namespace of every change that a reader could see. ``packed``: hold each object as
     one ``marshal`` blob instead of a tree of dicts and strings (docs/architecture.md, "Caches"):
-    about a fifth of the bytes, outside the interpreter's small-object arenas, and a read is
+    about an eighth of the bytes, outside the interpreter's small-object arenas, and a read is
     one ``marshal.loads``; for kinds nothing reads without copying (no :meth:`values` with
     ``shared``).
     """
