@@ -35,8 +35,7 @@ from calyx.reconcile.analysis import AnalysisRunner
 from calyx.reconcile.lease import FAILURES as LEASE_FAILURES
 from calyx.reconcile.lease import LeaseDeps, reconcile_all_leases, reconcile_lease
 from calyx.reconcile.locks import KeyedLocks
-from calyx.reconcile.rollout import FAILURES as ROLLOUT_FAILURES
-from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, reconcile_rollout
+from calyx.reconcile.rollout import RolloutDeps, reconcile_all_rollouts, request_pass
 from calyx.reconcile.sweeper import Sweeper
 
 log = logging.getLogger("calyx.operator")
@@ -293,14 +292,11 @@ def lease_event(body: kopf.Body, type: str | None, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, ROLLOUTS)
-def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type != "DELETED" and leading():
+async def rollout_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Hands the pass to the Rollout pool and returns (reconcile/rollout.py, ``request_pass``):
+    async, so no thread of Kopf's, nor the event's body, waits for the pass."""
+    if type != "DELETED" and leading() and RT.pool is not None:
         meta = body["metadata"]
         if RT.cache is not None:  # the pass must read at least this version
             RT.cache.observe(ROLLOUTS, body)
-        try:
-            # lazy: the echo of the operator's own write changes nothing (reconcile/quiet.py)
-            reconcile_rollout(RT.rollout, meta["namespace"], meta["name"], lazy=True)
-        except Exception as exc:  # the sweep retries; one line per state change, no spam
-            key = f"{meta['namespace']}/{meta['name']}"
-            ROLLOUT_FAILURES.failed(key, f"rollout {key}", exc)
+        request_pass(RT.rollout, RT.pool, meta["namespace"], meta["name"])

@@ -28,7 +28,9 @@ class QuietBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._quiet: dict[str, tuple[Hashable, dt.datetime]] = {}
-        self._running: set[str] = set()
+        self._running: set[str] = set()  # a pass queued or running
+        self._started: set[str] = set()  # ... of which running: it may have read already
+        self._again: set[str] = set()  # ... and a change came in after it started
 
     def begin(self, key: str) -> bool:
         """Claim ``key`` for a sweep's pass; False while its previous pass is still queued or
@@ -39,16 +41,48 @@ class QuietBook:
             self._running.add(key)
             return True
 
-    def end(self, key: str) -> None:
+    def request(self, key: str) -> bool:
+        """Claim ``key`` for a watch event's pass. True: queue one. False: a queued pass will
+        read the change anyway, or a running one may have read before it, in which case
+        :meth:`end` asks for one more (client-go's workqueue: one pass per key at a time,
+        never a change left unread)."""
+        with self._lock:
+            if key not in self._running:
+                self._running.add(key)
+                return True
+            if key in self._started:
+                self._again.add(key)
+            return False
+
+    def start(self, key: str) -> None:
+        """The queued pass of ``key`` begins (before it reads anything)."""
+        with self._lock:
+            self._started.add(key)
+
+    def end(self, key: str) -> bool:
+        """The pass of ``key`` is over; True when a change came in while it ran: the caller
+        queues one more (``key`` stays claimed for it)."""
+        with self._lock:
+            self._started.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                return True
+            self._running.discard(key)
+            return False
+
+    def drop(self, key: str) -> None:
+        """Forget any pass of ``key`` (its pool refused it: the operator stops)."""
         with self._lock:
             self._running.discard(key)
+            self._started.discard(key)
+            self._again.discard(key)
 
     def is_running(self, key: str) -> bool:
         with self._lock:
             return key in self._running
 
     def running(self) -> int:
-        """How many sweep passes are queued or running (a graceful stop waits for them)."""
+        """How many passes are queued or running (a graceful stop waits for them)."""
         with self._lock:
             return len(self._running)
 

@@ -631,8 +631,50 @@ def _listing(kube: KubeApi, plural: str) -> list[dict[str, Any]]:
     return held if held is not None else kube.list_custom(plural)
 
 
-def _ended(quiet: QuietBook, key: str, _future: object) -> None:
-    quiet.end(key)
+def _one_pass(deps: RolloutDeps, namespace: str, name: str, tick: bool, queued: bool) -> None:
+    """One lazy pass of a Rollout, its failure logged once per state change; ``queued``: it
+    was claimed in ``deps.quiet`` and tells it when it starts."""
+    key = f"{namespace}/{name}"
+    if queued:
+        deps.quiet.start(key)
+    try:
+        reconcile_rollout(deps, namespace, name, tick=tick, lazy=True)
+    except Exception as exc:
+        FAILURES.failed(key, f"reconciling rollout {key}", exc)
+    else:
+        FAILURES.ok(key, f"reconciling rollout {key}")
+
+
+def _submit(
+    deps: RolloutDeps, pool: ThreadPoolExecutor, namespace: str, name: str, tick: bool
+) -> bool:
+    """Queue a claimed pass; False (and the claim dropped) when the pool is shutting down."""
+    key = f"{namespace}/{name}"
+    try:
+        future = pool.submit(_one_pass, deps, namespace, name, tick, True)
+    except RuntimeError:  # the pool is shutting down (the operator stops)
+        deps.quiet.drop(key)
+        return False
+    future.add_done_callback(functools.partial(_ended, deps, pool, namespace, name))
+    return True
+
+
+def _ended(
+    deps: RolloutDeps, pool: ThreadPoolExecutor, namespace: str, name: str, _future: object
+) -> None:
+    if deps.quiet.end(f"{namespace}/{name}"):  # a watch event came in while it ran
+        _submit(deps, pool, namespace, name, tick=False)
+
+
+def request_pass(deps: RolloutDeps, pool: ThreadPoolExecutor, namespace: str, name: str) -> None:
+    """A watch event's pass, handed to ``pool`` instead of run by the event's handler: at most
+    one queued or running per Rollout, and one more after a running one when the event came in
+    after it started (reconcile/quiet.py). Run by Kopf's handler, a pass held one of Kopf's
+    threads and its event's body until it ended: while 1,000 Rollouts started, thousands of
+    events waited that way, the largest part of the operator's peak memory
+    (docs/performance.md, run 8)."""
+    if deps.quiet.request(f"{namespace}/{name}"):
+        _submit(deps, pool, namespace, name, tick=False)
 
 
 def _key(body: Mapping[str, Any]) -> str:
@@ -694,27 +736,9 @@ def reconcile_all_rollouts(
         else:
             FAILURES.ok("batch", "batched analysis queries")
     active = [b["metadata"] for b in chosen]
-
-    def one(meta: Mapping[str, Any]) -> None:
-        key = f"{meta['namespace']}/{meta['name']}"
-        try:
-            reconcile_rollout(deps, meta["namespace"], meta["name"], tick=tick, lazy=True)
-        except Exception as exc:
-            FAILURES.failed(key, f"reconciling rollout {key}", exc)
-        else:
-            FAILURES.ok(key, f"reconciling rollout {key}")
-
-    if pool is None:
-        for meta in active:
-            one(meta)
-        return
     for meta in active:
-        key = f"{meta['namespace']}/{meta['name']}"
-        if not deps.quiet.begin(key):
-            continue
-        try:
-            future = pool.submit(one, meta)
-        except RuntimeError:  # the pool is shutting down (the operator stops)
-            deps.quiet.end(key)
+        ns, name = meta["namespace"], meta["name"]
+        if pool is None:
+            _one_pass(deps, ns, name, tick, queued=False)
+        elif deps.quiet.begin(f"{ns}/{name}") and not _submit(deps, pool, ns, name, tick):
             return
-        future.add_done_callback(functools.partial(_ended, deps.quiet, key))

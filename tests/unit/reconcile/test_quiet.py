@@ -92,7 +92,7 @@ class _HeldPool:
     def submit(self, fn: Any, *args: Any) -> Any:
         from concurrent.futures import Future
 
-        self.queued.append(args[0])
+        self.queued.append({"namespace": args[1], "name": args[2]})
         return Future()
 
 
@@ -259,3 +259,56 @@ def test_an_observation_carries_over_only_a_status_write_it_does_not_read(
     assert (out is not None) == carried
     if out is not None:
         assert out.rollout is written and out.analysis is None
+
+
+def test_watch_events_queue_one_pass_per_rollout_and_one_more_after_a_running_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kopf's handler hands the pass over (rollout_mod.request_pass): events while a pass is
+    queued add nothing (it reads them anyway); an event after it started, which it may have
+    read too early, gets exactly one more pass."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    w = World()
+    started, release = threading.Event(), threading.Event()
+    passes: list[bool] = []
+
+    def blocking(_deps: Any, _ns: str, _name: str, tick: bool = False, lazy: bool = False) -> None:
+        passes.append(tick)
+        started.set()
+        assert release.wait(5)
+
+    monkeypatch.setattr(rollout_mod, "reconcile_rollout", blocking)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hold = threading.Event()
+        pool.submit(hold.wait, 5)  # the pool is busy: the next pass stays queued
+        for _ in range(5):
+            rollout_mod.request_pass(w.deps, pool, NS, "r1")
+        hold.set()
+        assert started.wait(5)
+        assert len(passes) == 1, "five events while queued: one pass"
+        started.clear()
+        rollout_mod.request_pass(w.deps, pool, NS, "r1")  # after it started
+        rollout_mod.request_pass(w.deps, pool, NS, "r1")
+        release.set()
+        assert started.wait(5)
+    assert len(passes) == 2 and passes == [False, False]
+    assert w.deps.quiet.running() == 0
+
+
+def test_an_event_during_a_sweeps_pass_gets_a_pass_after_it() -> None:
+    from calyx.reconcile.quiet import QuietBook
+
+    book = QuietBook()
+    assert book.begin("ns/r")  # the sweep's pass, queued
+    assert not book.request("ns/r")  # an event: the queued pass will read it
+    book.start("ns/r")
+    assert not book.request("ns/r") and book.is_running("ns/r")
+    assert book.end("ns/r"), "an event came in while it ran: one more"
+    assert not book.begin("ns/r"), "still claimed for that one"
+    book.start("ns/r")
+    assert not book.end("ns/r") and not book.is_running("ns/r")
+    assert book.request("ns/r")
+    book.drop("ns/r")
+    assert book.running() == 0
