@@ -12,6 +12,7 @@ nothing else; it resumes from the cluster state through the periodic sweeps once
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -160,11 +161,13 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             start_metrics_server(cfg.metrics_port)
         except OSError as exc:  # metrics are not worth refusing to protect rollouts over
             log.error("cannot serve /metrics on port %d: %s", cfg.metrics_port, exc)
-    trust_cache.on_change = _when_leading_cm(lambda: reconcile_all_leases(RT.lease))
-    ledger_cache.on_change = _ledger_changed
     sweeper = Sweeper(
         "leases", cfg.lease_recheck_seconds, _when_leading(lambda: reconcile_all_leases(RT.lease))
     )
+    # A change of either re-checks every Lease: in the sweep's thread, once for any number of
+    # changes, never in the watch's (docs/architecture.md, "Reconciliation").
+    trust_cache.on_change = lambda _cm: sweeper.wake()
+    ledger_cache.on_change = functools.partial(_ledger_changed, sweeper.wake)
     # A pass mostly waits on the API server (its status write), so more threads than cores;
     # at most twice as many passes queued as run, the longest unevaluated first.
     pool = RT.pool = ThreadPoolExecutor(max_workers=SWEEP_WORKERS, thread_name_prefix="rollout")
@@ -234,15 +237,7 @@ def _client(agent: str) -> Any:
     return api
 
 
-def _when_leading_cm(react: Callable[[], None]) -> Callable[[Any], None]:
-    def run(_cm: Any) -> None:
-        if leading():
-            react()
-
-    return run
-
-
-def _ledger_changed(cm: Any) -> None:
+def _ledger_changed(recheck_leases: Callable[[], None], cm: Any) -> None:
     if not leading():
         return
     if RT.cache is not None:  # this watch may be ahead of the cache's: read the ledger afresh
@@ -252,7 +247,7 @@ def _ledger_changed(cm: Any) -> None:
             RT.rollout.ledger.read()
         except Exception as exc:
             log.warning("could not rebuild the ledger yet: %s", exc)
-    reconcile_all_leases(RT.lease)
+    recheck_leases()
 
 
 @kopf.on.cleanup()

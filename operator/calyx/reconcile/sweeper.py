@@ -28,6 +28,7 @@ class Sweeper:
         self._interval = interval
         self.tick = tick
         self._stop = threading.Event()
+        self._poke = threading.Event()  # set by stop() too, so a wait ends at once
         self._thread = threading.Thread(target=self._run, name=f"sweep-{name}", daemon=True)
         self.failures = FailureLog(log)
 
@@ -36,6 +37,15 @@ class Sweeper:
 
     def stop(self) -> None:
         self._stop.set()
+        self._poke.set()
+
+    def wake(self) -> None:
+        """Run a sweep as soon as the current one (if any) ends, on top of the cadence; any
+        number of wakes before it starts make one sweep. For watches whose every event would
+        otherwise run a whole sweep in the watch's thread: at 1,000 Rollouts starting, each
+        claim changed the ledger and each change re-checked every Lease, which left the
+        ledger's watch minutes behind and busy long after (docs/performance.md, run 9)."""
+        self._poke.set()
 
     @property
     def interval(self) -> float:
@@ -52,18 +62,30 @@ class Sweeper:
 
     def _run(self) -> None:
         """Ticks on a fixed cadence (start + k·interval), not "interval after the last sweep
-        ended": otherwise every analysis interval would stretch by the sweep's own duration."""
+        ended": otherwise every analysis interval would stretch by the sweep's own duration.
+        A wake runs an extra sweep and leaves the cadence as it was."""
         next_at = time.monotonic()
         while True:
             next_at += self.interval
             now = time.monotonic()
             if next_at < now:  # a sweep overran: skip the missed ticks, do not pile them up
                 next_at = now
-            if self._stop.wait(max(0.0, next_at - now)):
-                return
-            try:
-                self.tick()
-            except Exception as exc:
-                self.failures.failed(self.name, f"sweep {self.name}", exc)
-            else:
-                self.failures.ok(self.name, f"sweep {self.name}")
+            while self._poke.wait(max(0.0, next_at - time.monotonic())):
+                if self._stop.is_set():
+                    return
+                self._poke.clear()
+                self._sweep()
+                if time.monotonic() >= next_at:
+                    break  # that sweep was also this tick's
+            else:  # the tick came without a wake
+                if self._stop.is_set():
+                    return
+                self._sweep()
+
+    def _sweep(self) -> None:
+        try:
+            self.tick()
+        except Exception as exc:
+            self.failures.failed(self.name, f"sweep {self.name}", exc)
+        else:
+            self.failures.ok(self.name, f"sweep {self.name}")
