@@ -57,14 +57,22 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def api_client(
-    kubeconfig: str | None = None, context: str | None = None, user_agent: str = "calyx"
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    user_agent: str = "calyx",
+    connections: int | None = None,
 ) -> client.ApiClient:
     """In-cluster config when running as a pod, else the kubeconfig (like kubectl).
 
     ``user_agent`` names the caller in the API server's audit log, so every write can be
-    attributed to the operator or to a human's CLI.
+    attributed to the operator or to a human's CLI. ``connections``: how many connections
+    to the API server are kept open for reuse, at least the number of threads that send
+    requests at once. The client's default is 5 per CPU (10 on a 2-CPU node); each request
+    beyond that opened a connection, with a TLS handshake, and closed it afterwards.
     """
     cfg = client.Configuration()
+    if connections is not None:
+        cfg.connection_pool_maxsize = connections
     loaded = False
     if kubeconfig is None and context is None:
         try:

@@ -44,6 +44,10 @@ STOP_GRACE_SECONDS = 10.0
 """How long a graceful stop waits for sweeps in flight (a pod's default grace period is 30 s)."""
 SWEEP_WORKERS = 32
 """Threads running Rollout passes (docs/performance.md, 1,000 Rollouts)."""
+KOPF_WORKERS = 32
+"""Threads of Kopf's executor: the Lease event handler's passes."""
+API_CONNECTIONS = SWEEP_WORKERS + KOPF_WORKERS
+"""Connections kept open to the API server: one per thread that may send a request at once."""
 USER_AGENT = "calyx-operator"
 
 
@@ -126,7 +130,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # client log one line per state change themselves (docs/operations.md, "Outages").
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     settings.watching.server_timeout = 120
-    settings.execution.max_workers = 32
+    settings.execution.max_workers = KOPF_WORKERS
 
     cfg = Settings.from_env()
     # The identity is in the user agent too, so the API server's audit log tells the replicas'
@@ -250,7 +254,7 @@ def _lease_token(
 
 
 def _client(agent: str) -> Any:
-    api = api_client()
+    api = api_client(connections=API_CONNECTIONS)
     api.user_agent = agent
     return api
 
