@@ -135,6 +135,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+#: Python processes told apart by their command line (first match wins).
+PYTHON_ROLES = (("kopf", "operator"), ("trafficsim", "trafficsim"), ("bench/", "benchmark"))
+
+
+def cpu_by_process() -> dict[str, float]:
+    """utime + stime of every live user-space process, summed by name (``kube-apiserver``,
+    ``etcd``, ...; Python processes by :data:`PYTHON_ROLES`): where a saturated machine's CPU
+    goes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                head, tail = fh.read().rsplit(")", 1)
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if not cmdline:  # a kernel thread
+            continue
+        name = head.split("(", 1)[1]
+        if name.startswith("python"):
+            name = next((role for hint, role in PYTHON_ROLES if hint in cmdline), "python")
+        fields = tail.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine from /proc/stat (all CPUs)."""
     with open("/proc/stat") as fh:

@@ -65,6 +65,7 @@ from common import (
     ProcSampler,
     RawWatch,
     analysis_spec,
+    cpu_by_process,
     cpu_seconds,
     fmt,
     machine_cpu_seconds,
@@ -77,6 +78,9 @@ from common import (
     versions,
 )
 from tests.e2e.harness import deployment_body, lease_body, rollout_body
+
+#: How many of the busiest processes a step reports (``cores_by_process``).
+PROCESSES_SHOWN = 8
 
 TARGET = "checkout"
 TIERS = [{"weight": 25, "soakSeconds": 36000}, {"weight": 100}]
@@ -279,12 +283,17 @@ class Scale:
         a = self.args
         print(f"[{count}] measuring {a.measure} s ({machine_load()})", flush=True)
         c0 = self.counters()
+        procs0 = cpu_by_process()
         half = a.measure / 2
         time.sleep(half)
         pause, resume = self.pause_probe(a.probes)
         time.sleep(max(0.0, a.measure - (time.time() - c0["t"])))
         c1 = self.counters()
+        procs1 = cpu_by_process()
         dt_ = c1["t"] - c0["t"]
+        by_process = {
+            name: round((procs1[name] - procs0.get(name, 0.0)) / dt_, 2) for name in procs1
+        }
         rate = {k: (c1[k] - c0[k]) / dt_ for k in c0 if k != "t"}
         rss = self.rss.between(c0["t"], c1["t"])
         intervals = self.rw.intervals(self.namespaces, c0["t"], c1["t"])
@@ -317,6 +326,9 @@ class Scale:
             "batch_misses_per_interval": {
                 r: round(rate[f"miss_{r}"] * a.interval, 1) for r in BATCH_MISS_REASONS
             },
+            "cores_by_process": dict(
+                sorted(by_process.items(), key=lambda kv: -kv[1])[:PROCESSES_SHOWN]
+            ),
         }
         print(
             f"[{count}] rss max {fmt(res['rss_mb_max'], 0)} MB, op cpu "
@@ -326,7 +338,8 @@ class Scale:
             f"(expected {fmt(res['expected_queries_per_s'], 1)}), analysis interval p50/p95 "
             f"{fmt(iv['p50'], 2)}/{fmt(iv['p95'], 2)} s, pause p50 "
             f"{fmt(res['pause']['p50'], 2)} s, verdicts {res['verdicts']}, phases {res['phases']}, "
-            f"batch misses per interval {res['batch_misses_per_interval']}"
+            f"batch misses per interval {res['batch_misses_per_interval']}, "
+            f"cores by process {res['cores_by_process']}"
             + (
                 f" (a NoData reason: {self.rw.no_data_reason[:300]})"
                 if res["verdicts"].get("NoData")
