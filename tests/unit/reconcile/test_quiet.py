@@ -16,11 +16,9 @@ from calyx.reconcile.rollout import reconcile_all_rollouts, reconcile_rollout
 from tests.support.rollout_world import NS, World
 
 
-@pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> tuple[World, list[int]]:
-    """A Rollout soaking its 5 % tier for 60 s; the change token is the fake's revision (it
-    moves on every write), and every pass that observes is counted."""
-    w = World(tiers=[{"weight": 5, "soakSeconds": 60}, {"weight": 100}])
+def _counting_passes(w: World, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fake's revision as the change token (it moves on every write); one entry per pass
+    that observes."""
     w.deps.changes = lambda _ns: w.fake.revision
     observed: list[int] = []
     real = rollout_mod.observe
@@ -30,6 +28,15 @@ def world(monkeypatch: pytest.MonkeyPatch) -> tuple[World, list[int]]:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rollout_mod, "observe", counting)
+    return observed
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> tuple[World, list[int]]:
+    """A Rollout soaking its 5 % tier for 60 s; the change token is the fake's revision (it
+    moves on every write), and every pass that observes is counted."""
+    w = World(tiers=[{"weight": 5, "soakSeconds": 60}, {"weight": 100}])
+    observed = _counting_passes(w, monkeypatch)
     w.run()
     assert w.phase == "Progressing" and w.canary_replicas() == 1  # 5 % of 20
     assert w.rollout["status"]["tiers"][0].get("soakStartedAt")
@@ -144,18 +151,10 @@ def evaluating(monkeypatch: pytest.MonkeyPatch) -> tuple[World, list[int]]:
     """A Rollout soaking with analysis every 10 s, its passes counted; the change token is
     the fake's revision, and a status write is "the one change" when it moved it by one."""
     w = World(tiers=[{"weight": 5, "soakSeconds": 60}, {"weight": 100}], spec=ANALYSED)
-    w.deps.changes = lambda _ns: w.fake.revision
+    observed = _counting_passes(w, monkeypatch)
     w.deps.after_own_write = lambda before, _written: (
         w.fake.revision if w.fake.revision == before + 1 else None  # type: ignore[operator]
     )
-    observed: list[int] = []
-    real = rollout_mod.observe
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        observed.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rollout_mod, "observe", counting)
     w.run()
     assert w.phase == "Progressing"
     return w, observed
