@@ -558,11 +558,10 @@ def _settle(
     changed meanwhile, record the Rollout quiet at the token its write's echo will find. That
     echo then runs no pass: before, it observed everything again to find nothing to do, a
     second full pass per evaluation (docs/performance.md, run 8). Announcements are left to
-    that pass (they write again), and so is any doubt."""
+    that pass (they write again), and so is any doubt; a phase change is one, since the phase
+    is among :data:`OBSERVED_STATUS`."""
     status = written.get("status") or {}
     if deps.after_own_write is None or token is None or pending(status):
-        return
-    if status.get("phase") != (observed.rollout.get("status") or {}).get("phase"):
         return
     after = deps.after_own_write(token, written)
     carried = _carried_over(observed, written) if after is not None else None
